@@ -1,0 +1,5 @@
+"""The figures of ``python -m tinyattn.figures``, one module per topic.
+
+Each module registers its figures with ``tinyattn.figures.figure``; importing this package
+registers them all, in the order the README shows them.
+"""
