@@ -33,6 +33,9 @@ _RNG = np.random.default_rng(0)
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
+_OP_NAMES = {"__add__": "add", "__sub__": "sub", "__mul__": "mul", "__truediv__": "div",
+             "__neg__": "neg", "__pow__": "pow", "__matmul__": "matmul", "__getitem__": "index"}
+
 
 # ----------------------------------------------------------------------------------------------
 # global state: gradient mode and the random generator
@@ -201,6 +204,19 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self._backward is None
+
+    @property
+    def parents(self) -> tuple:
+        """The tensors this one was computed from (empty for a leaf or outside a graph)."""
+        return self._parents
+
+    @property
+    def op(self) -> str:
+        """The name of the op that made this tensor ("" for a leaf), e.g. "add", "matmul", "softmax"."""
+        if self._backward is None:
+            return ""
+        name = self._backward.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
+        return _OP_NAMES.get(name, name)
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
