@@ -123,6 +123,8 @@ def _as_array(data, dtype=None) -> np.ndarray:
         return np.asarray(data, dtype=dtype)
     if isinstance(data, np.ndarray):
         return data
+    if isinstance(data, np.generic):  # a NumPy scalar (e.g. from a full reduction) keeps its dtype
+        return np.asarray(data)
     arr = np.asarray(data)
     if arr.dtype == np.float64:
         arr = arr.astype(DEFAULT_DTYPE)
@@ -453,17 +455,15 @@ class Tensor:
                 f"matmul shape mismatch: {a.shape} @ {b.shape} (inner sizes {a.shape[-1]} and "
                 f"{b.shape[-2 if b.ndim > 1 else 0]} differ)"
             )
-        if a.ndim > 2 or b.ndim > 2:
-            _broadcast_shape(a.shape[:-2], b.shape[:-2] if b.ndim > 1 else ())
+        A = a.data[None, :] if a.ndim == 1 else a.data  # (..., n, k)
+        B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, m)
+        try:
+            batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape} @ {b.shape}") from None
 
         def backward(g):
-            A = a.data[None, :] if a.ndim == 1 else a.data  # (..., n, k)
-            B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, m)
-            G = g  # (..., n, m) with the vector axes restored below
-            if a.ndim == 1:
-                G = np.expand_dims(G, -2)
-            if b.ndim == 1:
-                G = np.expand_dims(G, -1)
+            G = g.reshape(batch + (A.shape[-2], B.shape[-1]))  # (..., n, m), vector axes restored
             ga = gb = None
             if a.requires_grad:
                 ga = unbroadcast(G @ np.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
