@@ -88,6 +88,7 @@ _ERF_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1
 
 def _erfc_scaled_tail(y: np.ndarray) -> np.ndarray:
     """erfc(y) for y > 0.46875, from Cody's rational approximations of exp(y^2) erfc(y)."""
+    y = np.minimum(y, 30.0)  # erfc(30) underflows to 0 in float64; keeps y = inf from making NaN
     mid = y <= 4.0
     r = np.empty_like(y)
     z = y[mid]
