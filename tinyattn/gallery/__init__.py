@@ -3,3 +3,5 @@
 Each module registers its figures with ``tinyattn.figures.figure``; importing this package
 registers them all, in the order the README shows them.
 """
+
+from . import encoder  # noqa: F401
