@@ -85,4 +85,8 @@ def _load_all() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, whose FIGURES the gallery modules register into
+    # (under -m this file is also loaded as __main__, with a registry of its own).
+    from tinyattn.figures import main as _main
+
+    sys.exit(_main())
