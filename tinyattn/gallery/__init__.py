@@ -4,4 +4,6 @@ Each module registers its figures with ``tinyattn.figures.figure``; importing th
 registers them all, in the order the README shows them.
 """
 
+from . import engine  # noqa: F401
+from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
