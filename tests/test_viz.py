@@ -251,3 +251,21 @@ def test_curves_plots_each_series_with_its_name():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pre-norm", "post-norm"]
     with pytest.raises(ValueError, match="same length"):
         viz.curves({"bad": ([1, 2], [1, 2, 3])}, "x", "y")
+
+
+# ----------------------------------------------------------------------------------------------
+# token_vectors
+# ----------------------------------------------------------------------------------------------
+
+def test_token_vectors_draws_each_panel_with_token_labels_on_shared_axes():
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    w = np.array([[0.0, -1.0], [1.0, 0.0]])  # a rotation by 90 degrees
+    fig = viz.token_vectors([x, ta.tensor(x @ w.T)], ["cat", "mat", "sat"], titles=["X", "X Wᵀ"])
+    assert len(fig.axes) == 2
+    for ax, points in zip(fig.axes, [x, x @ w.T]):
+        np.testing.assert_allclose(ax.collections[-1].get_offsets(), points)
+        assert [t.get_text() for t in ax.texts] == ["cat", "mat", "sat"]
+    assert fig.axes[0].get_xlim() == fig.axes[1].get_xlim() == pytest.approx((-2.3, 2.3))
+    assert [ax.get_title() for ax in fig.axes] == ["X", "X Wᵀ"]
+    with pytest.raises(ValueError, match=r"\(T, 2\) arrays with T = 2"):
+        viz.token_vectors(x, ["a", "b"])

@@ -17,7 +17,7 @@ import numpy as np
 from .autograd import Tensor
 
 __all__ = ["heatmap", "attention_grid", "mask_picture", "positional_encoding_picture",
-           "computation_graph", "curves"]
+           "computation_graph", "curves", "token_vectors"]
 
 ATTEND_COLOR = "#2a9d8f"
 BLOCKED_COLOR = "#e6e6e6"
@@ -403,3 +403,41 @@ def curves(series, xlabel, ylabel, title=None, logx=False, logy=False, ax=None, 
     ax.grid(True, alpha=0.3)
     ax.legend()
     return ax.figure
+
+
+def token_vectors(vectors, tokens, titles=None, title=None, arrows=True):
+    """Scatter 2-D token vectors with their labels, one panel per array, on shared axes.
+
+    vectors: one (T, 2) array/Tensor or a list of them (e.g. X, then X W_qᵀ, then X W_kᵀ);
+    tokens: T labels; titles: one per panel. Arrows from the origin show each vector.
+    """
+    import matplotlib.pyplot as plt
+
+    panels = [vectors] if isinstance(vectors, Tensor) or np.ndim(vectors) == 2 else list(vectors)
+    arrays = [np.asarray(_array(v, "vectors"), dtype=np.float64) for v in panels]
+    tokens = [str(t) for t in tokens]
+    for a in arrays:
+        if a.shape != (len(tokens), 2):
+            raise ValueError(f"token_vectors needs (T, 2) arrays with T = {len(tokens)} tokens, got {a.shape}")
+    titles = _check_labels(titles, len(arrays), "titles")
+    bound = 1.15 * max(float(np.abs(a).max()) for a in arrays) or 1.0
+    fig, axes = plt.subplots(1, len(arrays), squeeze=False, figsize=(3.6 * len(arrays), 3.7),
+                             constrained_layout=True)
+    colors = plt.get_cmap("tab10")(np.arange(len(tokens)) % 10)
+    for i, (ax, a) in enumerate(zip(axes[0], arrays)):
+        ax.axhline(0, color="#bbbbbb", linewidth=0.8)
+        ax.axvline(0, color="#bbbbbb", linewidth=0.8)
+        if arrows:
+            ax.quiver(np.zeros(len(a)), np.zeros(len(a)), a[:, 0], a[:, 1], color=colors, angles="xy",
+                      scale_units="xy", scale=1, width=0.006, alpha=0.6)
+        ax.scatter(a[:, 0], a[:, 1], c=colors, s=25, zorder=3)
+        for t, (x, y) in zip(tokens, a):
+            ax.annotate(t, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=9)
+        ax.set_xlim(-bound, bound)
+        ax.set_ylim(-bound, bound)
+        ax.set_aspect("equal")
+        if titles:
+            ax.set_title(titles[i], fontsize=10)
+    if title:
+        fig.suptitle(title)
+    return fig
