@@ -1,0 +1,603 @@
+"""Efficient attention: the same (or a cheaper) attention without the N x N score matrix.
+
+- ``flash_attention``: exact softmax attention computed tile by tile with the online softmax
+  (Dao et al. 2022); it stores only the output and one log-sum-exp per row, and its backward
+  recomputes every tile. Memory O(N·d + block²) instead of O(N·S).
+- ``sliding_window_attention``: exact attention under the band mask |i − j| ≤ window, computed
+  on block tiles that cover the band: O(N · window) time and memory.
+- ``linear_attention``: the kernelized attention of Katharopoulos et al. (2020) with
+  φ(x) = elu(x) + 1; associativity turns O(N·S) into O(N + S). Not softmax attention.
+- ``GroupedQueryAttention`` and ``KVCache``: fewer key/value heads than query heads (MHA, GQA,
+  MQA), and the cache that makes token-by-token decoding cost O(T) per token.
+
+Inputs of the functions are (B, H, N, d) tensors; any leading dims work as long as query, key
+and value share them. Every op has a hand-written backward next to its forward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .autograd import Tensor, _result
+from .nn import functional as F
+from .nn.modules import Linear, Module
+
+__all__ = [
+    "flash_attention", "flash_tile_kinds", "sliding_window_attention", "sliding_window_mask",
+    "linear_attention", "linear_attention_weights", "elu_feature_map",
+    "GroupedQueryAttention", "KVCache", "kv_cache_bytes",
+    "TILE_SKIPPED", "TILE_MASKED", "TILE_FULL",
+]
+
+TILE_SKIPPED, TILE_MASKED, TILE_FULL = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------------------------
+# shared checks
+# ----------------------------------------------------------------------------------------------
+
+def _check_qkv(name: str, q: Tensor, k: Tensor, v: Tensor) -> None:
+    """query (..., N, d), key (..., S, d), value (..., S, dv) with equal leading dims and dtype."""
+    for label, t in (("query", q), ("key", k), ("value", v)):
+        if t.ndim < 2:
+            raise ValueError(f"{name}: {label} must be at least 2-D (..., seq, dim), got shape {t.shape}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"{name}: key has shape {k.shape} but query has shape {q.shape}; "
+                         f"expected key (..., S, {q.shape[-1]})")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{name}: key has shape {k.shape} and value has shape {v.shape}; "
+                         f"their sequence lengths must match")
+    if k.shape[-2] == 0:
+        raise ValueError(f"{name}: key has shape {k.shape}; attention needs at least one key")
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise ValueError(f"{name}: query {q.shape}, key {k.shape} and value {v.shape} must share "
+                         f"their leading (batch, head) dims")
+    if not q.dtype == k.dtype == v.dtype or not np.issubdtype(q.dtype, np.floating):
+        raise TypeError(f"{name}: query, key and value must share one float dtype, got "
+                        f"{q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def _flat(t: Tensor) -> np.ndarray:
+    """(..., T, D) -> (G, T, D), G the product of the leading dims (a view when possible)."""
+    return t.data.reshape((-1,) + t.shape[-2:])
+
+
+# ----------------------------------------------------------------------------------------------
+# flash attention
+# ----------------------------------------------------------------------------------------------
+
+def _tile_kind(r0: int, r1: int, c0: int, c1: int, is_causal: bool) -> int:
+    """Rows [r0, r1) x keys [c0, c1): skipped (all above the diagonal), masked, or full.
+
+    Causal is top-left aligned as in SDPA: query i sees keys j ≤ i.
+    """
+    if not is_causal or c1 - 1 <= r0:
+        return TILE_FULL
+    if c0 > r1 - 1:
+        return TILE_SKIPPED
+    return TILE_MASKED
+
+
+def flash_tile_kinds(N: int, S: int, block_size: int = 128, is_causal: bool = False) -> np.ndarray:
+    """The tile map of ``flash_attention``: (ceil(N/block), ceil(S/block)) ints.
+
+    TILE_FULL (2): computed without a mask; TILE_MASKED (1): computed, then the causal mask is
+    applied inside the tile; TILE_SKIPPED (0): entirely above the diagonal, never computed.
+    """
+    rows = range(0, N, block_size)
+    cols = range(0, S, block_size)
+    return np.array([[_tile_kind(r0, min(r0 + block_size, N), c0, min(c0 + block_size, S), is_causal)
+                      for c0 in cols] for r0 in rows], dtype=np.int64).reshape(len(rows), len(cols))
+
+
+def _tile_scores(qb: np.ndarray, kb: np.ndarray, r0: int, c0: int, kind: int) -> np.ndarray:
+    """s = Q_i K_jᵀ for one tile (one of them pre-scaled), −inf above the diagonal if masked."""
+    s = qb @ np.swapaxes(kb, -1, -2)  # (G, br, bc)
+    if kind == TILE_MASKED:
+        rows = np.arange(r0, r0 + s.shape[-2])[:, None]  # (br, 1)
+        cols = np.arange(c0, c0 + s.shape[-1])[None, :]  # (1, bc)
+        np.copyto(s, -np.inf, where=cols > rows)
+    return s
+
+
+def _flash_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, block: int,
+                   is_causal: bool):
+    """O and the row log-sum-exp of softmax(scale · q kᵀ) v, one query block at a time.
+
+    q (G, N, d), k (G, S, d), v (G, S, dv) -> O (G, N, dv), lse (G, N).
+    Per query block: for each key block, m' = max(m, rowmax(s)), ℓ = e^(m−m')ℓ + rowsum(e^(s−m')),
+    acc = e^(m−m')acc + e^(s−m') V_j; at the end O = acc / ℓ and lse = m + log ℓ.
+    """
+    G, N, _ = q.shape
+    S, dv, dtype = v.shape[-2], v.shape[-1], q.dtype
+    out = np.empty((G, N, dv), dtype=dtype)
+    lse = np.empty((G, N), dtype=dtype)
+    for r0 in range(0, N, block):
+        r1 = min(r0 + block, N)
+        qb = q[:, r0:r1] * np.asarray(scale, dtype)  # (G, br, d)
+        m = np.full((G, r1 - r0), -np.inf, dtype=dtype)  # running max
+        ell = np.zeros((G, r1 - r0), dtype=dtype)  # running sum of e^(s − m)
+        acc = np.zeros((G, r1 - r0, dv), dtype=dtype)  # running Σ e^(s − m) v
+        for c0 in range(0, S, block):
+            c1 = min(c0 + block, S)
+            kind = _tile_kind(r0, r1, c0, c1, is_causal)
+            if kind == TILE_SKIPPED:
+                break  # every later key block is above the diagonal too
+            s = _tile_scores(qb, k[:, c0:c1], r0, c0, kind)  # (G, br, bc)
+            # every row sees key 0 (causal is top-left aligned), so m' is finite from the first
+            # tile on and m − m' is never (−inf) − (−inf)
+            m_new = np.maximum(m, s.max(axis=-1))  # (G, br)
+            s -= m_new[..., None]
+            np.exp(s, out=s)  # p̃ = e^(s − m'), in place
+            alpha = np.exp(m - m_new)  # (G, br): rescales what was summed under the old max
+            ell *= alpha
+            ell += s.sum(axis=-1)
+            acc *= alpha[..., None]
+            acc += s @ v[:, c0:c1]  # (G, br, dv)
+            m = m_new
+        out[:, r0:r1] = acc / ell[..., None]
+        lse[:, r0:r1] = m + np.log(ell)
+    return out, lse
+
+
+def _flash_backward(g, q, k, v, out, lse, scale: float, block: int, is_causal: bool):
+    """dQ, dK, dV of flash attention, recomputing P = e^(s − lse) one tile at a time.
+
+    g, out (G, N, dv), lse (G, N), q (G, N, d), k (G, S, d), v (G, S, dv).
+    D = rowsum(dO ∘ O); per tile: dV_j += Pᵀ dO_i, dP = dO_i V_jᵀ, dS = P ∘ (dP − D_i),
+    dQ_i += dS (scale · K_j), dK_j += scale · dSᵀ Q_i.
+    """
+    N, S = q.shape[-2], k.shape[-2]
+    D = np.einsum("gnd,gnd->gn", g, out)  # (G, N)
+    dq = np.zeros_like(q)  # (G, N, d)
+    dk = np.empty_like(k)  # (G, S, d)
+    dv = np.empty_like(v)  # (G, S, dv)
+    for c0 in range(0, S, block):
+        c1 = min(c0 + block, S)
+        kb, vb = k[:, c0:c1] * np.asarray(scale, k.dtype), v[:, c0:c1]  # (G, bc, d), (G, bc, dv)
+        dk_j = np.zeros_like(kb)
+        dv_j = np.zeros_like(vb)
+        first = (c0 // block) * block if is_causal else 0  # earlier query blocks are skipped tiles
+        for r0 in range(first, N, block):
+            r1 = min(r0 + block, N)
+            kind = _tile_kind(r0, r1, c0, c1, is_causal)
+            p = _tile_scores(q[:, r0:r1], kb, r0, c0, kind)  # (G, br, bc)
+            p -= lse[:, r0:r1, None]
+            np.exp(p, out=p)  # P recomputed, in place
+            gi = g[:, r0:r1]  # (G, br, dv)
+            dv_j += np.swapaxes(p, -1, -2) @ gi  # (G, bc, dv)
+            ds = gi @ np.swapaxes(vb, -1, -2)  # dP (G, br, bc)
+            ds -= D[:, r0:r1, None]
+            ds *= p  # dS = P ∘ (dP − D)
+            dq[:, r0:r1] += ds @ kb  # (G, br, d)
+            dk_j += np.swapaxes(ds, -1, -2) @ q[:, r0:r1]  # (G, bc, d)
+        dk_j *= np.asarray(scale, k.dtype)
+        dk[:, c0:c1] = dk_j
+        dv[:, c0:c1] = dv_j
+    return dq, dk, dv
+
+
+def flash_attention(q, k, v, is_causal: bool = False, scale=None, block_size: int = 128) -> Tensor:
+    """Exact softmax attention, tile by tile, never holding an N x S array (forward or backward).
+
+    q (..., N, d), k (..., S, d), v (..., S, dv) -> (..., N, dv), equal to
+    ``scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)`` up to round-off.
+    Online softmax over key blocks j: m' = max(m, rowmax(S_ij)),
+    ℓ' = e^(m − m')ℓ + rowsum(e^(S_ij − m')), O' = e^(m − m')O + e^(S_ij − m') V_j.
+    Keeps O and lse = m + log ℓ; the backward recomputes P_ij = e^(S_ij − lse) per tile.
+    Memory O(N·d + block²) per (batch, head); causal tiles above the diagonal are skipped.
+    """
+    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    _check_qkv("flash_attention", q, k, v)
+    if int(block_size) != block_size or block_size < 1:
+        raise ValueError(f"flash_attention: block_size must be a positive int, got {block_size!r}")
+    block = int(block_size)
+    lead, N = q.shape[:-2], q.shape[-2]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    qf, kf, vf = _flat(q), _flat(k), _flat(v)  # (G, N, d), (G, S, d), (G, S, dv)
+    out, lse = _flash_forward(qf, kf, vf, scale, block, is_causal)  # (G, N, dv), (G, N)
+
+    def backward(grad):
+        g = grad.reshape(out.shape)  # (G, N, dv)
+        dq, dk, dv = _flash_backward(g, qf, kf, vf, out, lse, scale, block, is_causal)
+        return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+
+    return _result(out.reshape(lead + (N, v.shape[-1])), (q, k, v), backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# sliding-window attention
+# ----------------------------------------------------------------------------------------------
+
+def sliding_window_mask(N: int, S: int, window: int, is_causal: bool = False) -> np.ndarray:
+    """The (N, S) bool band in SDPA polarity (True = may attend): |i − j| ≤ window,
+    or 0 ≤ i − j ≤ window when causal. O(N·S): for checks and pictures only."""
+    diff = np.arange(N)[:, None] - np.arange(S)[None, :]  # (N, S): i − j
+    low = 0 if is_causal else -window
+    return (diff >= low) & (diff <= window)
+
+
+def _window_layout(N: int, S: int, window: int, is_causal: bool):
+    """Block size b, left reach, width W and block count of the tiles that cover the band.
+
+    Query block r (rows rb .. rb+b−1) sees keys rb − left .. rb − left + W − 1, W = b + left + right.
+    """
+    window = min(window, max(N, S) - 1)  # a wider band is the same band
+    left, right = window, 0 if is_causal else window
+    b = min(max(window, 16), N)
+    return b, left, b + left + right, -(-N // b)
+
+
+def _window_views(x: np.ndarray, b: int, left: int, W: int, nb: int) -> np.ndarray:
+    """Pad (G, S, D) with ``left`` zero rows in front and view it as (G, nb, W, D) windows.
+
+    Window r starts at padded row r·b, i.e. at key r·b − left (a read-only strided view).
+    """
+    G, S, D = x.shape
+    rows = (nb + -(-W // b)) * b  # room for every window and for the chunked scatter-add
+    xp = np.zeros((G, rows, D), dtype=x.dtype)
+    keep = min(S, rows - left)
+    xp[:, left:left + keep] = x[:, :keep]
+    sg, sr, sd = xp.strides
+    return np.lib.stride_tricks.as_strided(xp, (G, nb, W, D), (sg, b * sr, sr, sd), writeable=False)
+
+
+def _window_adjoint(dwin: np.ndarray, b: int, left: int, S: int) -> np.ndarray:
+    """Adjoint of ``_window_views``: add overlapping window gradients (G, nb, W, D) -> (G, S, D)."""
+    G, nb, W, D = dwin.shape
+    rows = (nb + -(-W // b)) * b
+    dxp = np.zeros((G, rows, D), dtype=dwin.dtype)
+    for t in range(0, W, b):  # windows overlap; each chunk of b columns is a disjoint scatter
+        width = min(b, W - t)
+        dxp[:, t:t + nb * b].reshape(G, nb, b, D)[:, :, :width] += dwin[:, :, t:t + width]
+    dx = np.zeros((G, S, D), dtype=dwin.dtype)
+    keep = min(S, rows - left)
+    dx[:, :keep] = dxp[:, left:left + keep]
+    return dx
+
+
+def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scale=None) -> Tensor:
+    """Exact attention under a band mask, computed on block tiles: O(N · window) time and memory.
+
+    q (..., N, d), k (..., S, d), v (..., S, dv) -> (..., N, dv), equal to
+    ``scaled_dot_product_attention(q, k, v, attn_mask=sliding_window_mask(N, S, window, is_causal))``.
+    Query i sees keys with |i − j| ≤ window (causal: 0 ≤ i − j ≤ window); a query that sees no
+    key (N > S + window) gets zeros. Queries are cut into blocks of b; block r attends the W
+    keys starting at r·b − window, so the scores are (nb, b, W) instead of (N, S).
+    """
+    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    _check_qkv("sliding_window_attention", q, k, v)
+    if int(window) != window or window < 0:
+        raise ValueError(f"sliding_window_attention: window must be an int >= 0, got {window!r}")
+    lead, N, S, dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    b, left, W, nb = _window_layout(N, S, int(window), is_causal)
+    qf = _flat(q)  # (G, N, d)
+    G, d = qf.shape[0], qf.shape[-1]
+    qs = np.zeros((G, nb * b, d), dtype=q.dtype)  # (G, nb·b, d): zero rows pad the last block
+    qs[:, :N] = qf * np.asarray(scale, q.dtype)
+    qs = qs.reshape(G, nb, b, d)  # (G, nb, b, d)
+    kwin = _window_views(_flat(k), b, left, W, nb)  # (G, nb, W, d)
+    vwin = _window_views(_flat(v), b, left, W, nb)  # (G, nb, W, dv)
+
+    a = np.arange(b)[:, None]  # (b, 1) row inside the block
+    c = np.arange(W)[None, :]  # (1, W) column inside the window
+    low = 0 if is_causal else -int(window)
+    band = (a + left - c >= low) & (a + left - c <= int(window))  # (b, W): i − j in [low, window]
+    key = np.arange(nb)[:, None] * b - left + np.arange(W)[None, :]  # (nb, W) key index j
+    valid = (key >= 0) & (key < S)  # (nb, W)
+    p = qs @ np.swapaxes(kwin, -1, -2)  # (G, nb, b, W) scores
+    np.copyto(p, -np.inf, where=~band)
+    np.copyto(p, -np.inf, where=~valid[:, None, :])
+    F._softmax_inplace(p, -1)  # (G, nb, b, W), rows with no key become zeros
+    out = (p @ vwin).reshape(G, nb * b, dv)[:, :N]  # (G, N, dv)
+
+    def backward(grad):
+        g = np.zeros((G, nb * b, dv), dtype=grad.dtype)
+        g[:, :N] = grad.reshape(G, N, dv)
+        g = g.reshape(G, nb, b, dv)  # (G, nb, b, dv)
+        dvwin = np.swapaxes(p, -1, -2) @ g  # (G, nb, W, dv)
+        ds = g @ np.swapaxes(vwin, -1, -2)  # dP (G, nb, b, W)
+        ds -= np.einsum("gnbw,gnbw->gnb", ds, p)[..., None]
+        ds *= p  # dS = P ∘ (dP − rowsum(dP ∘ P)), in place
+        dq = (ds @ kwin).reshape(G, nb * b, d)[:, :N] * np.asarray(scale, q.dtype)  # (G, N, d)
+        dkwin = np.swapaxes(ds, -1, -2) @ qs  # (G, nb, W, d)
+        return (dq.reshape(q.shape), _window_adjoint(dkwin, b, left, S).reshape(k.shape),
+                _window_adjoint(dvwin, b, left, S).reshape(v.shape))
+
+    return _result(out.reshape(lead + (N, dv)), (q, k, v), backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# linear attention
+# ----------------------------------------------------------------------------------------------
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    """φ(x) = elu(x) + 1 = x + 1 for x > 0, e^x otherwise (always positive)."""
+    return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))
+
+
+def elu_feature_map(x) -> Tensor:
+    """φ(x) = elu(x) + 1, elementwise, differentiable; φ'(x) = min(φ(x), 1)."""
+    x = F._tensor(x)
+    phi = _phi(x.data)
+    return _result(phi, (x,), lambda g: (g * np.minimum(phi, 1),))
+
+
+def linear_attention_weights(q, k, is_causal: bool = False, eps: float = 1e-6) -> np.ndarray:
+    """The (…, N, S) weights linear attention implicitly uses: A_ij = φ(q_i)·φ(k_j) / (Σ_j' … + eps).
+
+    O(N·S): for pictures and checks. linear_attention(q, k, v) equals A @ v.
+    """
+    q, k = F._tensor(q, "query"), F._tensor(k, "key")
+    a = _phi(q.data) @ np.swapaxes(_phi(k.data), -1, -2)  # (..., N, S)
+    if is_causal:
+        a = np.where(np.tril(np.ones(a.shape[-2:], dtype=bool)), a, 0)
+    return a / (a.sum(axis=-1, keepdims=True) + eps)
+
+
+def _linear_forward(fq, fk, v, eps):
+    """Non-causal: out = φQ (φKᵀ V) / (φQ Σ_j φk_j + eps). fq (G, N, d), fk (G, S, d), v (G, S, e)."""
+    kv = np.swapaxes(fk, -1, -2) @ v  # (G, d, e)
+    z = fk.sum(axis=-2)  # (G, d)
+    num = fq @ kv  # (G, N, e)
+    den = np.einsum("gnd,gd->gn", fq, z) + eps  # (G, N)
+    return num / den[..., None], (kv, z, den)
+
+
+def _linear_backward(g, fq, fk, v, out, saved):
+    kv, z, den = saved
+    dnum = g / den[..., None]  # (G, N, e)
+    dden = -np.sum(g * out, axis=-1) / den  # (G, N)
+    dfq = dnum @ np.swapaxes(kv, -1, -2) + dden[..., None] * z[:, None, :]  # (G, N, d)
+    dkv = np.swapaxes(fq, -1, -2) @ dnum  # (G, d, e)
+    dz = np.einsum("gnd,gn->gd", fq, dden)  # (G, d)
+    dfk = v @ np.swapaxes(dkv, -1, -2) + dz[:, None, :]  # (G, S, d)
+    dv = fk @ dkv  # (G, S, e)
+    return dfq, dfk, dv
+
+
+_CHUNK = 64
+
+
+def _chunks(x: np.ndarray, T: int, C: int) -> np.ndarray:
+    """(G, L, D) -> (G, nc, C, D) covering positions 0..T−1, zero-padded/truncated to nc·C."""
+    G, L, D = x.shape
+    nc = -(-T // C)
+    xc = np.zeros((G, nc * C, D), dtype=x.dtype)
+    keep = min(L, T)
+    xc[:, :keep] = x[:, :keep]
+    return xc.reshape(G, nc, C, D)
+
+
+def _exclusive_cumsum(x: np.ndarray, axis: int) -> np.ndarray:
+    """Σ over strictly earlier positions along ``axis``."""
+    c = np.cumsum(x, axis=axis)
+    return c - x
+
+
+def _causal_linear_forward(fq, fk, v, eps):
+    """Causal, chunk by chunk (all chunks at once): for chunk c with state S_c = Σ_{j < cC} φk_j v_jᵀ,
+    num_c = φQ_c S_c + tril(φQ_c φK_cᵀ) V_c, den_c = φQ_c z_c + tril(φQ_c φK_cᵀ) 1 + eps.
+
+    fq (G, N, d), fk (G, S, d), v (G, S, e) -> (G, N, e). Keys j ≥ N are never seen; a missing
+    key (S < N) contributes φk = 0.
+    """
+    N = fq.shape[1]
+    C = min(_CHUNK, N)
+    qc, kc, vc = _chunks(fq, N, C), _chunks(fk, N, C), _chunks(v, N, C)  # (G, nc, C, ·)
+    state = _exclusive_cumsum(np.swapaxes(kc, -1, -2) @ vc, axis=1)  # (G, nc, d, e)
+    zstate = _exclusive_cumsum(kc.sum(axis=-2), axis=1)  # (G, nc, d)
+    tril = np.tril(np.ones((C, C), dtype=bool))
+    a = qc @ np.swapaxes(kc, -1, -2)  # (G, nc, C, C)
+    a *= tril
+    num = qc @ state + a @ vc  # (G, nc, C, e)
+    den = np.einsum("gncd,gnd->gnc", qc, zstate) + a.sum(axis=-1) + eps  # (G, nc, C)
+    out = num / den[..., None]  # (G, nc, C, e)
+    return out.reshape(fq.shape[0], -1, v.shape[-1])[:, :N], (qc, kc, vc, state, zstate, a, den, tril)
+
+
+def _causal_linear_backward(g, out, saved, S):
+    qc, kc, vc, state, zstate, a, den, tril = saved
+    G, nc, C, e = vc.shape
+    N = out.shape[1]
+    gc = _chunks(g, N, C)  # (G, nc, C, e)
+    oc = _chunks(out, N, C)  # (G, nc, C, e)
+    dnum = gc / den[..., None]  # (G, nc, C, e)
+    dden = -np.sum(gc * oc, axis=-1) / den  # (G, nc, C)
+    da = (dnum @ np.swapaxes(vc, -1, -2) + dden[..., None]) * tril  # (G, nc, C, C)
+    dfq = dnum @ np.swapaxes(state, -1, -2) + dden[..., None] * zstate[:, :, None, :] + da @ kc
+    dstate = np.swapaxes(qc, -1, -2) @ dnum  # (G, nc, d, e)
+    dzstate = np.einsum("gncd,gnc->gnd", qc, dden)  # (G, nc, d)
+    later = np.flip(_exclusive_cumsum(np.flip(dstate, 1), 1), 1)  # Σ over later chunks
+    zlater = np.flip(_exclusive_cumsum(np.flip(dzstate, 1), 1), 1)  # (G, nc, d)
+    dfk = np.swapaxes(da, -1, -2) @ qc + vc @ np.swapaxes(later, -1, -2) + zlater[:, :, None, :]
+    dv = np.swapaxes(a, -1, -2) @ dnum + kc @ later  # (G, nc, C, e)
+
+    def unchunk(x):  # (G, nc, C, D) -> (G, S, D), zeros for keys j ≥ N
+        flat = x.reshape(G, nc * C, -1)[:, :min(N, S)]
+        return np.concatenate([flat, np.zeros((G, S - flat.shape[1], flat.shape[2]), flat.dtype)], 1)
+
+    return dfq.reshape(G, nc * C, -1)[:, :N], unchunk(dfk), unchunk(dv)
+
+
+def linear_attention(q, k, v, is_causal: bool = False, eps: float = 1e-6) -> Tensor:
+    """Linear attention (Katharopoulos et al. 2020): O(N + S) time and memory in sequence length.
+
+    q (..., N, d), k (..., S, d), v (..., S, e) -> (..., N, e). With φ(x) = elu(x) + 1:
+    out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / (φ(q_i)ᵀ Σ_j φ(k_j) + eps), the sums over all j, or over
+    j ≤ i when causal (top-left aligned, as SDPA's is_causal). Non-causal uses associativity,
+    (φQ φKᵀ) V = φQ (φKᵀ V); causal keeps a running state Σ_{j≤i} φ(k_j) v_jᵀ (the RNN view),
+    computed chunk by chunk. Not equal to softmax attention: the weights are φ(q_i)·φ(k_j)
+    normalized, not e^(q_i·k_j) normalized.
+    """
+    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    _check_qkv("linear_attention", q, k, v)
+    lead, N, S, e = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
+    fq, fk, vf = _phi(_flat(q)), _phi(_flat(k)), _flat(v)  # (G, N, d), (G, S, d), (G, S, e)
+    eps = np.asarray(eps, q.dtype)
+    if is_causal:
+        out, saved = _causal_linear_forward(fq, fk, vf, eps)
+    else:
+        out, saved = _linear_forward(fq, fk, vf, eps)
+
+    def backward(grad):
+        g = grad.reshape(out.shape)  # (G, N, e)
+        if is_causal:
+            dfq, dfk, dv = _causal_linear_backward(g, out, saved, S)
+        else:
+            dfq, dfk, dv = _linear_backward(g, fq, fk, vf, out, saved)
+        dq = dfq * np.minimum(fq, 1)  # φ'(x) = min(φ(x), 1)
+        dk = dfk * np.minimum(fk, 1)
+        return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
+
+    return _result(out.reshape(lead + (N, e)), (q, k, v), backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# grouped-query attention and the KV cache
+# ----------------------------------------------------------------------------------------------
+
+def kv_cache_bytes(num_layers: int, num_kv_heads: int, head_dim: int, seq_len: int,
+                   batch: int = 1, bytes_per_element: int = 2) -> int:
+    """Bytes of a KV cache: 2 (K and V) · layers · batch · seq_len · kv_heads · head_dim · bytes."""
+    return 2 * num_layers * batch * seq_len * num_kv_heads * head_dim * bytes_per_element
+
+
+class KVCache:
+    """The keys and values of past positions for one attention layer, for incremental decoding.
+
+    ``append(k, v)`` adds k, v (B, H_kv, T, D) after the stored ones and returns all keys and
+    values so far, (B, H_kv, P + T, D) each: the stored ones detached (no gradient flows into
+    past steps) followed by the new ones. ``len(cache)`` is P, the number of stored positions;
+    ``nbytes`` the bytes of the stored keys and values. Storage grows by doubling, so T calls
+    of one token copy O(T) positions in total, not O(T²).
+    """
+
+    def __init__(self):
+        self._k = self._v = None  # (B, H_kv, capacity, D) buffers
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The stored keys (B, H_kv, P, D) (a view; empty cache: None)."""
+        return None if self._k is None else self._k[:, :, :self._len]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The stored values (B, H_kv, P, D) (a view; empty cache: None)."""
+        return None if self._v is None else self._v[:, :, :self._len]
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self._k is None else self.keys.nbytes + self.values.nbytes
+
+    def _reserve(self, k: np.ndarray, v: np.ndarray) -> None:
+        """Make room for k's T more positions (first call: allocate)."""
+        need = self._len + k.shape[2]
+        if self._k is None:
+            self._k = np.empty(k.shape[:2] + (need,) + k.shape[3:], k.dtype)  # (B, H_kv, T, D)
+            self._v = np.empty(v.shape[:2] + (need,) + v.shape[3:], v.dtype)  # (B, H_kv, T, Dv)
+            return
+        if (k.shape[:2], k.shape[3], v.shape[3], k.dtype) != (self._k.shape[:2], self._k.shape[3],
+                                                               self._v.shape[3], self._k.dtype):
+            raise ValueError(f"KVCache holds keys {self.keys.shape} and values {self.values.shape} "
+                             f"({self._k.dtype}); cannot append keys {k.shape} and values {v.shape} "
+                             f"({k.dtype}): batch, heads, head_dim and dtype must match")
+        if need > self._k.shape[2]:
+            cap = max(need, 2 * self._k.shape[2])
+            for name in ("_k", "_v"):
+                old = getattr(self, name)
+                new = np.empty(old.shape[:2] + (cap,) + old.shape[3:], old.dtype)  # (B, H_kv, cap, D)
+                new[:, :, :self._len] = old[:, :, :self._len]
+                setattr(self, name, new)
+
+    def append(self, k, v):
+        """Store k, v (B, H_kv, T, D); return (keys, values) of all P + T positions as Tensors.
+
+        The returned tensors are views of the cache's storage; their gradient flows to the new
+        k and v only (positions P .. P + T − 1).
+        """
+        k, v = F._tensor(k, "key"), F._tensor(v, "value")
+        if k.ndim != 4 or v.ndim != 4 or k.shape[:3] != v.shape[:3]:
+            raise ValueError(f"KVCache.append: expected key and value (B, H_kv, T, D) with equal "
+                             f"B, H_kv, T; got {k.shape} and {v.shape}")
+        self._reserve(k.data, v.data)
+        start, self._len = self._len, self._len + k.shape[2]
+        self._k[:, :, start:self._len] = k.data
+        self._v[:, :, start:self._len] = v.data
+        keys = _result(self.keys, (k,), lambda g: (g[:, :, start:],))  # (B, H_kv, P + T, D)
+        values = _result(self.values, (v,), lambda g: (g[:, :, start:],))  # (B, H_kv, P + T, Dv)
+        return keys, values
+
+    def __repr__(self) -> str:
+        shape = None if self._k is None else self.keys.shape
+        return f"KVCache(positions={self._len}, keys={shape}, nbytes={self.nbytes})"
+
+
+class GroupedQueryAttention(Module):
+    """Self-attention with ``num_kv_heads`` key/value heads shared by groups of query heads.
+
+    x (B, T, E) -> (B, T, E). num_kv_heads == num_heads is multi-head attention (MHA),
+    num_kv_heads == 1 multi-query attention (MQA), anything dividing num_heads in between is
+    grouped-query attention (Ainslie et al. 2023). With head_dim = E / num_heads:
+    Q = x W_qᵀ + b_q (B, T, H·D), K = x W_kᵀ + b_k and V = x W_vᵀ + b_v (B, T, H_kv·D);
+    query head h uses key/value head h // (H / H_kv); out = concat(heads) W_oᵀ + b_o.
+    Parameters: q_proj (E -> E), k_proj and v_proj (E -> H_kv·D), out_proj (E -> E).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, num_kv_heads: int, bias: bool = True, dtype=None):
+        super().__init__()
+        for name, n in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+            if int(n) != n or n <= 0:
+                raise ValueError(f"GroupedQueryAttention: {name} must be a positive int, got {n!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"GroupedQueryAttention: embed_dim {embed_dim} is not divisible by "
+                             f"num_heads {num_heads}")
+        if num_heads % num_kv_heads:
+            raise ValueError(f"GroupedQueryAttention: num_heads {num_heads} is not a multiple of "
+                             f"num_kv_heads {num_kv_heads}; each key/value head serves a group of "
+                             f"equal size")
+        self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
+        self.head_dim = embed_dim // num_heads
+        kv_dim = num_kv_heads * self.head_dim
+        self.q_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
+        self.k_proj = Linear(embed_dim, kv_dim, bias=bias, dtype=dtype)
+        self.v_proj = Linear(embed_dim, kv_dim, bias=bias, dtype=dtype)
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+                f"num_kv_heads={self.num_kv_heads}")
+
+    def forward(self, x, is_causal: bool = False, cache: KVCache = None) -> Tensor:
+        """x (B, T, E) -> (B, T, E); with a cache, x holds the T positions after the P cached ones.
+
+        The new keys/values are appended to ``cache`` and the queries attend all P + T positions.
+        Causal with a cache is aligned bottom-right: new query t (position P + t) sees keys
+        j ≤ P + t. Without a cache this is SDPA's top-left causal mask (P = 0).
+        """
+        x = F._tensor(x, "x")
+        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"GroupedQueryAttention: x has shape {x.shape}; expected "
+                             f"(B, T, {self.embed_dim})")
+        B, T, E = x.shape
+        H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).reshape(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
+        v = self.v_proj(x).reshape(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
+        past = 0
+        if cache is not None:
+            past = len(cache)
+            k, v = cache.append(k, v)  # (B, H_kv, P + T, D)
+        mask = None
+        if is_causal and past > 0:
+            mask = np.tril(np.ones((T, past + T), dtype=bool), k=past)  # (T, P + T), bottom-right
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and past == 0,
+                                               enable_gqa=True)  # (B, H, T, D)
+        return self.out_proj(heads.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
