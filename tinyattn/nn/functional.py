@@ -403,11 +403,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
 
     Backward, with P the weights and O = P V:
     dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = scale·dS K, dK = scale·dSᵀ Q.
+    Two details make it fast without changing the math: the row sums ℓ of exp(S − max) divide
+    the (L, Ev) output instead of the (L, S) weights, and rowsum(dP ∘ P) = rowsum(dO ∘ O) is an
+    O(L·Ev) product. The work runs in tiles of about one L2 cache of scores (``_tiles``).
     """
     q, k, v = _tensor(query, "query"), _tensor(key, "key"), _tensor(value, "value")
     repeat = _check_qkv(q, k, v, enable_gqa)
     _check_p(dropout_p, "dropout_p")
-    L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
+    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     scale = 1.0 / math.sqrt(E) if scale is None else float(scale)
     kd = np.repeat(k.data, repeat, axis=-3) if repeat > 1 else k.data  # (..., H, S, E)
     vd = np.repeat(v.data, repeat, axis=-3) if repeat > 1 else v.data  # (..., H, S, Ev)
@@ -421,48 +424,99 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
                 raise ValueError(f"attn_mask has shape {m.shape}, which does not broadcast to "
                                  f"the scores' shape {batch + (L, S)}") from None
 
-    qs = q.data * np.asarray(scale, q.dtype)  # (..., L, E)
-    scores = qs @ np.swapaxes(kd, -1, -2)  # (..., L, S)
-    if float_mask is not None:
-        scores = scores + float_mask.data
-    if bool_mask is not None:
-        full = np.broadcast_shapes(scores.shape, bool_mask.shape)  # (..., L, S)
-        if full != scores.shape:
-            scores = np.broadcast_to(scores, full).copy()
-        np.copyto(scores, -np.inf, where=~bool_mask)
-    p = _softmax_inplace(scores, -1)  # (..., L, S), in the scores buffer
-    keep = _keep_mask(p.shape, dropout_p, p.dtype) if dropout_p > 0 else None
-    pd = p * keep if keep is not None else p  # (..., L, S)
-    out = pd @ vd  # (..., L, Ev)
+    dtype = np.result_type(q.dtype, kd.dtype, vd.dtype)
+    Q = _flatten_batch(q.data * np.asarray(scale, q.dtype), batch)  # (G, L, E), pre-scaled
+    K = _flatten_batch(kd, batch)  # (G, S, E)
+    V = _flatten_batch(vd, batch)  # (G, S, Ev)
+    G = Q.shape[0]
+    blocked = None if bool_mask is None else _flatten_batch(~bool_mask, batch)  # (G, L, S)
+    bias = None if float_mask is None else _flatten_batch(float_mask.data, batch)  # (G, L, S)
+    keep = _keep_mask((G, L, S), dropout_p, dtype) if dropout_p > 0 else None  # (G, L, S)
+    X = np.empty((G, L, S), dtype)  # exp(scores − row max): the unnormalized weights
+    O = np.empty((G, L, Ev), dtype)  # the output, normalized after the tiles
+    ell = np.empty((G, L, 1), dtype)  # row sums ℓ of X
+    for gs, rs in _tiles(G, L, S, X.itemsize):
+        x = X[gs, rs]  # (g, r, S), one cache-sized tile
+        np.matmul(Q[gs, rs], np.swapaxes(K[gs], -1, -2), out=x)
+        if bias is not None:
+            x += bias[gs, rs]
+        if blocked is not None:
+            np.copyto(x, -np.inf, where=blocked[gs, rs])
+        m = np.max(x, axis=-1, keepdims=True)
+        m[m == -np.inf] = 0.0  # a fully masked row: exp(-inf) = 0 everywhere, never NaN
+        x -= m
+        np.exp(x, out=x)
+        ell[gs, rs] = np.sum(x, axis=-1, keepdims=True)
+        O[gs, rs] = (x * keep[gs, rs] if keep is not None else x) @ V[gs]  # (g, r, Ev)
+    ell[ell == 0] = 1.0  # fully masked rows: output 0 instead of 0/0
+    O /= ell
 
     def backward(g):
-        dv = np.swapaxes(pd, -1, -2) @ g  # (..., S, Ev)
-        dpd = g @ np.swapaxes(vd, -1, -2)  # (..., L, S)
-        dp = dpd * keep if keep is not None else dpd
-        ds = _softmax_backward(dp, p, -1)  # (..., L, S)
-        dq = (ds @ kd) * np.asarray(scale, q.dtype) if q.requires_grad else None  # (..., L, E)
-        dk = (np.swapaxes(ds, -1, -2) @ qs) if k.requires_grad else None  # (..., S, E)
-        if repeat > 1:
-            dk = None if dk is None else _sum_groups(dk, repeat)
-            dv = _sum_groups(dv, repeat)
+        dO = _flatten_batch(g, batch) / ell  # (G, L, Ev): dO / ℓ
+        D = np.sum(dO * O, axis=-1, keepdims=True)  # (G, L, 1): rowsum(dP ∘ P) / ℓ
+        dQ = np.empty((G, L, E), dtype) if q.requires_grad else None
+        dK = np.zeros((G, S, E), dtype) if k.requires_grad else None
+        dV = np.zeros((G, S, Ev), dtype) if v.requires_grad else None
+        dB = np.empty((G, L, S), dtype) if float_mask is not None and float_mask.requires_grad else None
+        for gs, rs in _tiles(G, L, S, X.itemsize):
+            x = X[gs, rs]  # (g, r, S) = ℓ P
+            xd = x * keep[gs, rs] if keep is not None else x
+            if dV is not None:
+                dV[gs] += np.swapaxes(xd, -1, -2) @ dO[gs, rs]  # Pᵀ dO
+            ds = dO[gs, rs] @ np.swapaxes(V[gs], -1, -2)  # (g, r, S): dP / ℓ
+            if keep is not None:
+                ds *= keep[gs, rs]
+            ds -= D[gs, rs]
+            ds *= x  # dS = P ∘ (dP − rowsum(dP ∘ P))
+            if dQ is not None:
+                dQ[gs, rs] = ds @ K[gs]  # (g, r, E)
+            if dK is not None:
+                dK[gs] += np.swapaxes(ds, -1, -2) @ Q[gs, rs]  # (g, S, E), Q carries the scale
+            if dB is not None:
+                dB[gs, rs] = ds
         grads = (
-            None if dq is None else unbroadcast(dq, q.shape),
-            None if dk is None else unbroadcast(dk, k.shape),
-            unbroadcast(dv, v.shape) if v.requires_grad else None,
+            None if dQ is None else unbroadcast((dQ * np.asarray(scale, dtype)).reshape(batch + (L, E)), q.shape),
+            None if dK is None else unbroadcast(_sum_groups(dK.reshape(batch + (S, E)), repeat), k.shape),
+            None if dV is None else unbroadcast(_sum_groups(dV.reshape(batch + (S, Ev)), repeat), v.shape),
         )
         if float_mask is not None:
-            grads += (unbroadcast(ds, float_mask.shape) if float_mask.requires_grad else None,)
+            grads += (None if dB is None else unbroadcast(dB.reshape(batch + (L, S)), float_mask.shape),)
         return grads
 
     parents = (q, k, v) if float_mask is None else (q, k, v, float_mask)
-    output = _result(out, parents, backward)
+    output = _result(O.reshape(batch + (L, Ev)), parents, backward)
     if return_weights:
-        return output, Tensor(pd)
+        P = X / ell if keep is None else X * keep / ell  # (G, L, S)
+        return output, Tensor(P.reshape(batch + (L, S)))
     return output
+
+
+_TILE_BYTES = 1 << 20  # one tile of scores: about a core's L2 cache
+
+
+def _flatten_batch(x: np.ndarray, batch: tuple) -> np.ndarray:
+    """(..., A, B) broadcast to batch + (A, B), then viewed as (G, A, B); copies only if it must."""
+    return np.broadcast_to(x, batch + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
+
+
+def _tiles(G: int, L: int, S: int, itemsize: int):
+    """(batch slice, row slice) pairs covering a (G, L, S) score array in ~_TILE_BYTES tiles."""
+    per_matrix = L * S * itemsize
+    if per_matrix <= _TILE_BYTES:
+        step = _TILE_BYTES // per_matrix
+        for g in range(0, G, step):
+            yield slice(g, g + step), slice(None)
+        return
+    rows = max(1, _TILE_BYTES // (S * itemsize))
+    for g in range(G):
+        for r in range(0, L, rows):
+            yield slice(g, g + 1), slice(r, r + rows)
 
 
 def _sum_groups(grad: np.ndarray, repeat: int) -> np.ndarray:
     """Adjoint of repeat_interleave on dim -3: (..., Hkv·r, S, D) -> (..., Hkv, S, D)."""
+    if repeat == 1:
+        return grad
     shape = grad.shape
     return grad.reshape(shape[:-3] + (shape[-3] // repeat, repeat) + shape[-2:]).sum(axis=-3)
 

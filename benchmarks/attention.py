@@ -1,0 +1,130 @@
+"""Attention speed: the encoder layer forward + backward vs PyTorch CPU and vs its matmuls alone,
+and scaled dot-product attention forward vs the two raw matmuls it must do; medians from one run.
+
+    python benchmarks/attention.py         # prints the tables and rewrites benchmarks/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import tinyattn as ta
+from _common import machine_line, median_time, progress, try_torch, write_section
+
+B, T, E, H, FF = 16, 128, 256, 8, 1024
+SDPA_SHAPE = (8, 8, 512, 64)
+
+
+def encoder_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((B, T, E)).astype(np.float32), rng.standard_normal((B, T, E)).astype(np.float32)
+
+
+def tinyattn_layer():
+    ta.manual_seed(0)
+    return ta.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+
+
+def tinyattn_encoder_step(layer, x, c):
+    layer.zero_grad()
+    xt = ta.Tensor(x, requires_grad=True)
+    layer(xt).backward(c)
+
+
+def torch_encoder_step(torch, layer, x, c):
+    layer.zero_grad()
+    xt = torch.tensor(x, requires_grad=True)
+    layer(xt).backward(torch.tensor(c))
+
+
+def encoder_matmul_operands(layer, seed=2):
+    """Arrays shaped like every GEMM operand of the layer (values do not matter for timing)."""
+    rng = np.random.default_rng(seed)
+    D = E // H
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return dict(X=f32(B * T, E), W_in=layer.self_attn.in_proj_weight.data, W_o=layer.self_attn.out_proj.weight.data,
+                W1=layer.linear1.weight.data, W2=layer.linear2.weight.data,
+                qkv=f32(B * T, 3 * E), q=f32(B, H, T, D), k=f32(B, H, T, D), P=f32(B, H, T, T),
+                a=f32(B * T, E), h=f32(B * T, FF), e=f32(B * T, E))
+
+
+def encoder_matmuls(o):
+    """The layer's GEMMs alone: 6 in the forward, 12 in the backward (dA = dC Bᵀ, dB = Aᵀ dC each)."""
+    X, W_in, W_o, W1, W2 = o["X"], o["W_in"], o["W_o"], o["W1"], o["W2"]
+    q, k, P, a, h, e = o["q"], o["k"], o["P"], o["a"], o["h"], o["e"]
+    kT, PT = np.swapaxes(k, -1, -2), np.swapaxes(P, -1, -2)
+    _ = X @ W_in.T  # (B·T, 3E): Q, K, V projections
+    _ = q @ kT  # (B, H, T, T): scores
+    _ = P @ k  # (B, H, T, D): P·V
+    _ = a @ W_o.T  # (B·T, E): output projection
+    _ = e @ W1.T  # (B·T, FF)
+    _ = h @ W2.T  # (B·T, E)
+    _ = e @ W2, e.T @ h  # dh, dW2
+    _ = h @ W1, h.T @ e  # dy, dW1
+    _ = e @ W_o, e.T @ a  # da, dW_o
+    _ = q @ kT, PT @ q  # dP, dV
+    _ = P @ k, PT @ q  # dQ, dK
+    _ = o["qkv"] @ W_in, o["qkv"].T @ X  # dX, dW_in
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--no-write", action="store_true", help="do not rewrite benchmarks/README.md")
+    args = parser.parse_args(argv)
+    torch = try_torch()
+    x, c = encoder_inputs()
+    layer = tinyattn_layer()
+    rows = []
+    progress("encoder layer: tinyattn ...")
+    rows.append(("tinyattn", median_time(lambda: tinyattn_encoder_step(layer, x, c), repeat=args.repeat)))
+    progress("encoder layer: matmuls only ...")
+    operands = encoder_matmul_operands(layer)
+    rows.append(("its GEMMs alone (NumPy)", median_time(lambda: encoder_matmuls(operands), repeat=args.repeat)))
+    if torch:
+        tl = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+        tl.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+        progress("encoder layer: PyTorch ...")
+        rows.append(("PyTorch CPU", median_time(lambda: torch_encoder_step(torch, tl, x, c), repeat=args.repeat)))
+    enc = dict(rows)
+
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal(SDPA_SHAPE).astype(np.float32) for _ in range(3))
+    qt, kt, vt = ta.Tensor(q), ta.Tensor(k), ta.Tensor(v)
+    sdpa_rows = []
+    progress("SDPA forward: tinyattn ...")
+    sdpa_rows.append(("tinyattn SDPA", median_time(
+        lambda: ta.nn.functional.scaled_dot_product_attention(qt, kt, vt), repeat=args.repeat)))
+    kT = np.ascontiguousarray(np.swapaxes(k, -1, -2))
+    progress("SDPA forward: raw matmuls ...")
+    sdpa_rows.append(("raw matmuls Q·Kᵀ and S·V", median_time(lambda: (q @ kT) @ v, repeat=args.repeat)))
+    if torch:
+        tq, tk, tv = (torch.tensor(a) for a in (q, k, v))
+        progress("SDPA forward: PyTorch ...")
+        sdpa_rows.append(("PyTorch SDPA", median_time(
+            lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv), repeat=args.repeat)))
+    sd = dict(sdpa_rows)
+
+    lines = [f"Machine: {machine_line()}. Medians of {args.repeat} runs, float32.", "",
+             f"**Encoder layer** forward + backward, B={B}, T={T}, E={E}, H={H}, FF={FF}, dropout 0, batch_first:",
+             "", "| implementation | median ms | vs tinyattn |", "|---|---:|---:|"]
+    lines += [f"| {n} | {t * 1e3:.1f} | {t / enc['tinyattn']:.2f}× |" for n, t in rows]
+    if torch:
+        lines += ["", f"tinyattn / PyTorch = **{enc['tinyattn'] / enc['PyTorch CPU']:.2f}×** (target ≤ 1.5×)."]
+    lines += [f"tinyattn / its GEMMs alone = {enc['tinyattn'] / enc['its GEMMs alone (NumPy)']:.2f}×.", "",
+              f"**SDPA forward**, shape {SDPA_SHAPE}:", "", "| implementation | median ms | vs raw matmuls |",
+              "|---|---:|---:|"]
+    raw = sd["raw matmuls Q·Kᵀ and S·V"]
+    lines += [f"| {n} | {t * 1e3:.1f} | {t / raw:.2f}× |" for n, t in sdpa_rows]
+    lines += ["", f"tinyattn SDPA / raw matmuls = **{sd['tinyattn SDPA'] / raw:.2f}×** (target ≤ 1.3×).", "",
+              "Command: `python benchmarks/attention.py`"]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("attention", text)
+
+
+if __name__ == "__main__":
+    main()
