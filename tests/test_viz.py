@@ -75,6 +75,8 @@ def test_heatmap_draws_into_a_given_axes_and_annotates_values():
     assert out is fig
     texts = [t.get_text() for t in axes[1].texts]
     assert texts == ["0.25", "-∞", "0.50", "0.12"]
+    colors = [t.get_color() for t in axes[1].texts]
+    assert (colors[2], colors[3]) == ("black", "white"), "black on viridis yellow, white on dark purple"
     assert np.ma.getmaskarray(axes[1].images[0].get_array()).tolist() == [[False, True], [False, False]]
     assert axes[1].images[0].get_clim() == (0.125, 0.5), "the colour range ignores -inf"
     assert not axes[0].images

@@ -78,14 +78,15 @@ def _tick_fontsize(n: int) -> float:
     return 9 if n <= 12 else 7 if n <= 24 else 5
 
 
-def _annotate(ax, m: np.ndarray, vmin: float, vmax: float, fontsize: float) -> None:
-    """Write each value in its cell, white on dark cells and black on light ones."""
-    mid = (vmin + vmax) / 2
+def _annotate(ax, m: np.ndarray, image, fontsize: float) -> None:
+    """Write each value in its cell, in white on dark cells and black on light ones."""
+    rgba = image.cmap(image.norm(m))  # (L, S, 4): the colour of each cell
+    luminance = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])  # (L, S)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             v = m[i, j]
             text = "-∞" if v == -np.inf else f"{v:.2f}"
-            color = "white" if np.isfinite(v) and v < mid else "black"
+            color = "white" if np.isfinite(v) and luminance[i, j] < 0.5 else "black"
             ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
 
 
@@ -119,7 +120,7 @@ def heatmap(matrix, row_labels=None, col_labels=None, ax=None, title=None, cmap=
     fontsize = _tick_fontsize(max(m.shape))
     _set_ticks(ax, row_labels, col_labels, m.shape, fontsize)
     if annotate:
-        _annotate(ax, m, vmin, vmax, fontsize - 1.5)
+        _annotate(ax, m, image, fontsize - 1.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
