@@ -13,12 +13,14 @@ from .autograd import (
     unbroadcast, where, zeros, zeros_like,
 )
 from .serialization import load, save
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "get_rng",
     "zeros", "ones", "zeros_like", "ones_like", "full", "randn", "rand", "arange", "cat", "stack",
-    "where", "unbroadcast", "gradcheck", "save", "load", "nn", "optim",
+    "where", "unbroadcast", "gradcheck", "save", "load", "nn", "optim", "set_num_threads",
+    "get_num_threads",
     "float32", "float64", "int64", "bool_",
 ]
