@@ -1,0 +1,30 @@
+"""The README's Python examples run as printed, and say what they claim."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def test_readme_shows_the_set_up_commands():
+    text = README.read_text(encoding="utf-8")
+    for command in ("pip install -r requirements.txt", "python -m tinyattn.figures", "pytest"):
+        assert command in text
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block_runs(index, capsys):
+    exec(compile(BLOCKS[index], f"README block {index}", "exec"), {})
+    printed = capsys.readouterr().out
+    losses = [float(m) for m in re.findall(r"loss ([0-9.]+)", printed)]
+    if losses:  # the taste example: the loss must really fall
+        assert losses[-1] < losses[0] / 100, printed
+
+
+def test_readme_has_the_taste_example():
+    assert any("loss.backward()" in b and "opt.step()" in b for b in BLOCKS)
