@@ -432,8 +432,9 @@ def token_vectors(vectors, tokens, titles=None, title=None, arrows=True):
             ax.quiver(np.zeros(len(a)), np.zeros(len(a)), a[:, 0], a[:, 1], color=colors, angles="xy",
                       scale_units="xy", scale=1, width=0.006, alpha=0.6)
         ax.scatter(a[:, 0], a[:, 1], c=colors, s=25, zorder=3)
-        for t, (x, y) in zip(tokens, a):
-            ax.annotate(t, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=9)
+        for j, (t, (x, y)) in enumerate(zip(tokens, a)):
+            ax.annotate(t, (x, y), xytext=(4, 4 if j % 2 == 0 else -12), textcoords="offset points",
+                        fontsize=9)  # alternate above/below, so that collapsed points stay legible
         ax.set_xlim(-bound, bound)
         ax.set_ylim(-bound, bound)
         ax.set_aspect("equal")
