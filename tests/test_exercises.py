@@ -135,6 +135,14 @@ def sdpa_full_transpose(q, k, v, mask=None):
     return w @ v, w
 
 
+def sdpa_boolean_index(q, k, v, mask=None):
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        scores[~mask] = -np.inf
+    w = _softmax_last(scores)
+    return w @ v, w
+
+
 def sdpa_softmax_over_queries(q, k, v, mask=None):
     scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     w = softmax(scores, axis=-2)
@@ -411,6 +419,7 @@ WRONG = [
     ("scaled_dot_product_attention", sdpa_mask_after_softmax, "after the softmax"),
     ("scaled_dot_product_attention", sdpa_no_max, "overflow for large inputs"),
     ("scaled_dot_product_attention", sdpa_full_transpose, ".T reverses every axis"),
+    ("scaled_dot_product_attention", sdpa_boolean_index, "needs np.where"),
     ("scaled_dot_product_attention", sdpa_softmax_over_queries, "softmax over the wrong axis"),
     ("scaled_dot_product_attention", sdpa_returns_weights_first, "wrong order"),
     ("causal_mask", causal_mask_inverted, "mask polarity: True means may attend"),

@@ -86,6 +86,9 @@ def _exception_hint(exc: BaseException) -> str:
     if "could not be broadcast" in text:
         return ("\n  hint: a sum or max without keepdims=True drops the reduced axis, so it no "
                 "longer lines up with the array it is combined with")
+    if "boolean index did not match" in text:
+        return ("\n  hint: a bool array used as an index must have exactly the shape of the "
+                "indexed array; a mask that only broadcasts to it needs np.where")
     return ""
 
 
