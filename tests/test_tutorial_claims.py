@@ -1,0 +1,476 @@
+"""The numeric claims of notebooks 03-05, checked against closed-form NumPy written here (and
+PyTorch where a notebook makes a claim about it), so a regression in the library fails a test
+rather than silently changing what a notebook teaches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tinyattn as ta
+import tinyattn.nn.functional as F
+from helpers import assert_close, import_torch
+from tinyattn.gallery import encoder as gallery
+
+
+def np_softmax(s: np.ndarray) -> np.ndarray:
+    """Row softmax in plain NumPy; a row of all −inf gives zeros (tinyattn's convention)."""
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - np.where(np.isinf(m), 0.0, m))
+    total = e.sum(axis=-1, keepdims=True)
+    return e / np.where(total == 0, 1.0, total)
+
+
+def np_attention(q, k, v, allowed=None, scale=None):
+    """softmax(q kᵀ · scale, −inf where not allowed) v, and the weights."""
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = scale * q @ np.swapaxes(k, -1, -2)
+    if allowed is not None:
+        s = np.where(allowed, s, -np.inf)
+    p = np_softmax(s)
+    return p @ v, p
+
+
+# -- notebook 03: scaled dot-product attention ---------------------------------------------------
+
+@pytest.mark.parametrize("d_k", [4, 64, 1024])
+def test_score_variance_is_d_k_and_one_after_scaling(d_k):
+    rng = np.random.default_rng(d_k)
+    q = rng.standard_normal((512, 1, d_k))
+    k = rng.standard_normal((512, 16, d_k))
+    v = rng.standard_normal((512, 16, 3))
+    raw = (ta.tensor(q) @ ta.tensor(k).transpose(-2, -1)).data  # (B, 1, 16)
+    assert abs(raw.var() / d_k - 1) < 0.07, f"Var(q·k) = {raw.var():.1f}, expected about {d_k}"
+    assert abs((raw / math.sqrt(d_k)).var() - 1) < 0.07
+    out, p = F.scaled_dot_product_attention(ta.tensor(q), ta.tensor(k), ta.tensor(v), return_weights=True)
+    out_np, p_np = np_attention(q, k, v)  # default scale 1/√d_k
+    assert_close(p, p_np, rtol=1e-9, atol=1e-12, what="weights with the default scale")
+    assert_close(out, out_np, rtol=1e-9, atol=1e-12, what="output with the default scale")
+
+
+def test_unscaled_softmax_saturates_and_its_jacobian_vanishes():
+    rng = np.random.default_rng(1)
+    d_k = 1024
+    q, k = rng.standard_normal((256, 1, d_k)), rng.standard_normal((256, 16, d_k))
+    v = rng.standard_normal((256, 16, 2))
+    _, p_raw = F.scaled_dot_product_attention(ta.tensor(q), ta.tensor(k), ta.tensor(v), scale=1.0,
+                                              return_weights=True)
+    _, p_scaled = F.scaled_dot_product_attention(ta.tensor(q), ta.tensor(k), ta.tensor(v),
+                                                 return_weights=True)
+    assert_close(p_raw, np_attention(q, k, v, scale=1.0)[1], rtol=1e-9, atol=1e-12, what="unscaled")
+    assert p_raw.data.max(-1).mean() > 0.9 and p_scaled.data.max(-1).mean() < 0.35
+
+    def jacobian_norm(p):
+        p = p[:, 0]  # (B, S)
+        return np.linalg.norm(np.eye(16) * p[:, :, None] - p[:, :, None] * p[:, None, :], axis=(1, 2)).mean()
+
+    assert jacobian_norm(p_raw.data) < jacobian_norm(p_scaled.data) / 4
+
+
+def test_scaling_experiment_numbers_match_theory():
+    s = gallery.scaling_stats()
+    assert np.all(np.abs(s["var_unscaled"] / s["d_k"] - 1) < 0.1)
+    assert np.all(np.abs(s["var_scaled"] - 1) < 0.1)
+    assert s["max_weight_unscaled"][-1] > 0.9 and s["max_weight_scaled"].max() < 0.35
+    assert np.all(np.diff(s["max_weight_unscaled"]) > 0)
+    assert s["jacobian_unscaled"][-1] < s["jacobian_scaled"][-1] / 4
+    assert np.all(np.abs(s["jacobian_scaled"] / s["jacobian_scaled"][-1] - 1) < 0.1)
+
+
+def test_softmax_jacobian_is_diag_p_minus_p_pT():
+    s = np.random.default_rng(2).standard_normal(9)
+    p = np_softmax(s)
+    closed = np.diag(p) - np.outer(p, p)
+    rows = []
+    for i in range(9):
+        x = ta.tensor(s, requires_grad=True)
+        F.softmax(x, dim=-1).backward(np.eye(9)[i])
+        rows.append(x.grad)
+    assert_close(np.array(rows), closed, rtol=1e-10, atol=1e-14, what="autograd Jacobian")
+    eps = 1e-6
+    fd = np.stack([(np_softmax(s + eps * e) - np_softmax(s - eps * e)) / (2 * eps) for e in np.eye(9)], axis=1)
+    assert_close(fd, closed, rtol=1e-6, atol=1e-9, what="finite differences")
+    assert_close(closed.sum(axis=1), np.zeros(9), atol=1e-15, what="J 1 = 0")
+
+
+def test_padding_is_invisible_to_the_real_tokens():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 8))
+    is_real = np.ones((2, 6), dtype=bool)
+    is_real[1, 3:] = False
+    out, p = F.scaled_dot_product_attention(ta.tensor(x), ta.tensor(x), ta.tensor(x),
+                                            attn_mask=is_real[:, None, :], return_weights=True)
+    assert np.all(p.data[1][:, 3:] == 0)
+    alone, _ = np_attention(x[1, :3], x[1, :3], x[1, :3])
+    assert_close(out.data[1, :3], alone, rtol=1e-10, atol=1e-12, what="padded vs alone")
+    causal = F.scaled_dot_product_attention(ta.tensor(x), ta.tensor(x), ta.tensor(x), is_causal=True)
+    assert_close(causal, np_attention(x, x, x, np.tril(np.ones((6, 6), dtype=bool)))[0], rtol=1e-10,
+                 atol=1e-12, what="is_causal = lower-triangular mask")
+
+
+def left_padded_causal_mask():
+    real = np.array([False, False, False, True, True, True])
+    return np.tril(np.ones((6, 6), dtype=bool)) & real[None, :]  # rows 0-2 have no key
+
+
+def test_fully_masked_row_is_nan_in_plain_math_and_zero_in_tinyattn():
+    allowed = left_padded_causal_mask()
+    x = np.random.default_rng(4).standard_normal((6, 4))
+    with np.errstate(invalid="ignore"):
+        s = np.where(allowed, x @ x.T, -np.inf)
+        naive = np.exp(s - s.max(-1, keepdims=True))
+        naive /= naive.sum(-1, keepdims=True)
+    assert np.isnan(naive[:3]).all() and not np.isnan(naive[3:]).any()
+
+    q = ta.tensor(x, requires_grad=True)
+    out, p = F.scaled_dot_product_attention(q, ta.tensor(x), ta.tensor(x), attn_mask=allowed,
+                                            return_weights=True)
+    out.backward(np.ones((6, 4)))
+    assert np.all(p.data[:3] == 0) and np.all(out.data[:3] == 0) and np.all(q.grad[:3] == 0)
+    assert_close(out.data[3:], np_attention(x, x, x, allowed)[0][3:], rtol=1e-10, atol=1e-12, what="real rows")
+
+    mha = ta.nn.MultiheadAttention(4, 2, bias=False).double()
+    for need_weights in (True, False):
+        o, _ = mha(ta.tensor(x), ta.tensor(x), ta.tensor(x), attn_mask=~allowed, need_weights=need_weights)
+        assert np.all(o.data[:3] == 0) and not np.isnan(o.data).any()
+
+
+def test_pytorch_fully_masked_row_sdpa_zeros_mha_nan():
+    torch = import_torch()
+    allowed = left_padded_causal_mask()
+    x = torch.tensor(np.random.default_rng(4).standard_normal((1, 6, 4)))
+    sdpa = torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=torch.tensor(allowed))
+    assert torch.all(sdpa[0, :3] == 0)
+    mha = torch.nn.MultiheadAttention(4, 1, batch_first=True).double()
+    with_weights, w = mha(x, x, x, attn_mask=torch.tensor(~allowed))
+    without, _ = mha(x, x, x, attn_mask=torch.tensor(~allowed), need_weights=False)
+    assert torch.isnan(with_weights[0, :3]).all() and torch.isnan(w[0, :3]).all()
+    assert not torch.isnan(with_weights[0, 3:]).any() and not torch.isnan(without).any()
+
+
+def test_attention_backward_equals_the_hand_derived_formulas():
+    rng = np.random.default_rng(5)
+    N, H, L, S, E, Ev = 2, 3, 4, 6, 5, 3
+    Q, K, V = rng.standard_normal((N, H, L, E)), rng.standard_normal((N, H, S, E)), rng.standard_normal((N, H, S, Ev))
+    dO = rng.standard_normal((N, H, L, Ev))
+    allowed = rng.random((L, S)) < 0.7
+    allowed[0] = False
+    allowed[1:, 0] = True
+    c = 1 / math.sqrt(E)
+    O, P = np_attention(Q, K, V, allowed)
+    dV = np.swapaxes(P, -1, -2) @ dO
+    dP = dO @ np.swapaxes(V, -1, -2)
+    dS = P * (dP - (dP * P).sum(-1, keepdims=True))
+    dQ, dK = c * dS @ K, c * np.swapaxes(dS, -1, -2) @ Q
+    assert_close((dP * P).sum(-1), (dO * O).sum(-1), rtol=1e-10, atol=1e-12, what="rowsum identity")
+    for name, attention in (
+        ("fused", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)),
+        ("primitives", lambda q, k, v: F.attention_by_primitives(q, k, v, attn_mask=allowed)[0]),
+    ):
+        q, k, v = (ta.tensor(a, requires_grad=True) for a in (Q, K, V))
+        out = attention(q, k, v)
+        out.backward(dO)
+        assert_close(out, O, rtol=1e-10, atol=1e-12, what=f"{name} output")
+        for got, want, what in ((q.grad, dQ, "dQ"), (k.grad, dK, "dK"), (v.grad, dV, "dV")):
+            assert_close(got, want, rtol=1e-9, atol=1e-12, what=f"{name} {what}")
+        assert np.all(q.grad[:, :, 0] == 0)
+
+
+# -- notebook 04: multi-head attention -----------------------------------------------------------
+
+def np_mha(x, in_w, in_b, out_w, out_b, H, allowed=None, output_matrix=None):
+    """Multi-head self-attention in NumPy, x (L, E): split, attend, concat, project."""
+    L, E = x.shape
+    D = E // H
+    q, k, v = (x @ in_w[i * E:(i + 1) * E].T + in_b[i * E:(i + 1) * E] for i in range(3))
+    heads, weights = [], []
+    for h in range(H):
+        cols = slice(h * D, (h + 1) * D)
+        o, p = np_attention(q[:, cols], k[:, cols], v[:, cols], allowed)
+        heads.append(o)
+        weights.append(p)
+    concat = np.concatenate(heads, axis=1)  # (L, E)
+    if output_matrix is None:
+        return concat @ out_w.T + out_b, np.stack(weights)
+    return concat @ output_matrix.T, np.stack(weights)
+
+
+@pytest.mark.parametrize("E, H", [(8, 1), (8, 4), (32, 8), (512, 8)])
+def test_mha_has_4E2_plus_4E_parameters_for_every_head_count(E, H):
+    assert ta.nn.MultiheadAttention(E, H).num_parameters() == 4 * E * E + 4 * E
+
+
+def test_mha_output_is_concat_heads_times_W_o_and_not_the_seeds_W_v():
+    rng = np.random.default_rng(6)
+    E, H, L = 12, 3, 5
+    mha = ta.nn.MultiheadAttention(E, H, batch_first=True).double()
+    mha.in_proj_bias.data[:] = rng.standard_normal(3 * E)
+    x = rng.standard_normal((L, E))
+    out, w = mha(ta.tensor(x[None]), ta.tensor(x[None]), ta.tensor(x[None]), average_attn_weights=False)
+    params = (mha.in_proj_weight.data, mha.in_proj_bias.data, mha.out_proj.weight.data, mha.out_proj.bias.data)
+    want, want_w = np_mha(x, *params, H)
+    assert_close(out.data[0], want, rtol=1e-10, atol=1e-12, what="module vs concat W_oᵀ + b_o")
+    assert_close(w.data[0], want_w, rtol=1e-10, atol=1e-12, what="per-head weights")
+    seed, _ = np_mha(x, *params, H, output_matrix=mha.in_proj_weight.data[2 * E:])
+    assert np.abs(seed - out.data[0]).max() > 0.1
+
+
+def test_mha_bool_mask_true_means_blocked_and_sdpa_true_means_allowed():
+    rng = np.random.default_rng(7)
+    E, H, L = 8, 2, 6
+    mha = ta.nn.MultiheadAttention(E, H, batch_first=True).double()
+    x = rng.standard_normal((L, E))
+    xt = ta.tensor(x[None])
+    params = (mha.in_proj_weight.data, mha.in_proj_bias.data, mha.out_proj.weight.data, mha.out_proj.bias.data)
+    blocked = ta.nn.causal_mask(L)
+    assert np.array_equal(blocked, ~np.tril(np.ones((L, L), dtype=bool)))
+    want, _ = np_mha(x, *params, H, allowed=~blocked)
+    for mask in (blocked, np.where(blocked, -np.inf, 0.0)):
+        assert_close(mha(xt, xt, xt, attn_mask=mask)[0].data[0], want, rtol=1e-10, atol=1e-12, what="MHA mask")
+    pad = np.zeros((1, L), dtype=bool)
+    pad[0, 4:] = True
+    want_pad, _ = np_mha(x, *params, H, allowed=~pad)
+    assert_close(mha(xt, xt, xt, key_padding_mask=pad)[0].data[0], want_pad, rtol=1e-10, atol=1e-12,
+                 what="key_padding_mask")
+    wrong, _ = mha(xt, xt, xt, attn_mask=~blocked)
+    assert np.abs(wrong.data[0] - want).max() > 0.1
+
+
+def test_sinusoidal_shift_is_a_rotation_and_dot_products_depend_on_distance():
+    d, P = 24, 40
+    pe = ta.nn.sinusoidal_table(P, d, dtype=np.float64)
+    omega = 10000.0 ** (-np.arange(0, d, 2) / d)
+    pos = np.arange(P)[:, None]
+    assert_close(pe[:, 0::2], np.sin(pos * omega), rtol=1e-12, atol=1e-12, what="sin columns")
+    assert_close(pe[:, 1::2], np.cos(pos * omega), rtol=1e-12, atol=1e-12, what="cos columns")
+    for k in (-1, 1, 3):
+        for i in range(d // 2):
+            ck, sk = math.cos(k * omega[i]), math.sin(k * omega[i])
+            rotated = pe[5:30, 2 * i:2 * i + 2] @ np.array([[ck, -sk], [sk, ck]])
+            assert_close(rotated, pe[5 + k:30 + k, 2 * i:2 * i + 2], rtol=1e-9, atol=1e-12, what="rotation")
+        dots = np.einsum("pd,pd->p", pe[10:30], pe[10 + k:30 + k])
+        assert_close(dots, np.full(20, np.cos(k * omega).sum()), rtol=1e-9, atol=1e-12, what="PE_p·PE_p+k")
+
+
+def test_mha_loads_into_pytorch_with_the_default_sequence_first_layout():
+    torch = import_torch()
+    rng = np.random.default_rng(8)
+    E, H, L, N = 16, 4, 5, 2
+    mha = ta.nn.MultiheadAttention(E, H).double()
+    x = rng.standard_normal((L, N, E))
+    t_mha = torch.nn.MultiheadAttention(E, H).double()
+    t_mha.load_state_dict({k: torch.tensor(v) for k, v in mha.state_dict().items()})
+    t_out, t_w = t_mha(*(torch.tensor(x),) * 3, average_attn_weights=False)
+    out, w = mha(*(ta.tensor(x),) * 3, average_attn_weights=False)
+    assert_close(out, t_out.detach().numpy(), rtol=1e-10, atol=1e-12, what="output")
+    assert_close(w, t_w.detach().numpy(), rtol=1e-10, atol=1e-12, what="per-head weights")
+
+
+# -- notebook 05: the encoder layer --------------------------------------------------------------
+
+def test_residual_keeps_the_gradient_a_plain_tanh_stack_loses_it():
+    rng = np.random.default_rng(9)
+    depth, width = 30, 16
+    bound = 1 / math.sqrt(width)  # PyTorch's default Linear init: U(−1/√fan_in, 1/√fan_in)
+    Ws = rng.uniform(-bound, bound, (depth, width, width))
+    bs = rng.uniform(-bound, bound, (depth, width))
+    x0 = rng.standard_normal((8, width))
+    for residual in (False, True):
+        hs, h = [], x0
+        for W, b in zip(Ws, bs):
+            hs.append(h)
+            f = np.tanh(h @ W.T + b)
+            h = h + f if residual else f
+        g = 2 * h  # d sum(h²) / dh, then backpropagate by hand
+        grads = []
+        for W, b, h_in in zip(Ws[::-1], bs[::-1], hs[::-1]):
+            gf = g * (1 - np.tanh(h_in @ W.T + b) ** 2) @ W
+            g = g + gf if residual else gf
+            grads.append(np.linalg.norm(g))
+        ratio = grads[-1] / grads[0]  # ‖∂L/∂x_0‖ / ‖∂L/∂x_top‖
+        layers = [ta.nn.Linear(width, width).double() for _ in range(depth)]
+        for lin, W, b in zip(layers, Ws, bs):
+            lin.load_state_dict({"weight": W, "bias": b})
+        xt = ta.tensor(x0, requires_grad=True)
+        h = xt
+        for lin in layers:
+            h = h + lin(h).tanh() if residual else lin(h).tanh()
+        (h ** 2).sum().backward()
+        assert_close(np.linalg.norm(xt.grad), grads[-1], rtol=1e-9, atol=0, what="autograd vs by hand")
+        assert (ratio > 1) if residual else (ratio < 1e-5), f"residual={residual}: ratio {ratio:.2e}"
+
+
+def test_layer_norm_backward_is_the_derived_formula():
+    rng = np.random.default_rng(10)
+    n, eps = 8, 1e-5
+    x, gamma, beta, g = rng.standard_normal((3, 5, n)) * 2 + 1, rng.standard_normal(n), rng.standard_normal(n), \
+        rng.standard_normal((3, 5, n))
+    mu = x.mean(-1, keepdims=True)
+    sig = np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    xhat = (x - mu) / sig
+    gh = g * gamma
+    dx = (gh - gh.mean(-1, keepdims=True) - xhat * (gh * xhat).mean(-1, keepdims=True)) / sig
+    xt, wt, bt = (ta.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    y = F.layer_norm(xt, (n,), wt, bt, eps)
+    y.backward(g)
+    assert_close(y, xhat * gamma + beta, rtol=1e-10, atol=1e-12, what="forward")
+    assert_close(xt.grad, dx, rtol=1e-9, atol=1e-12, what="dx")
+    assert_close(wt.grad, (g * xhat).sum((0, 1)), rtol=1e-10, atol=1e-12, what="dγ")
+    assert_close(bt.grad, g.sum((0, 1)), rtol=1e-10, atol=1e-12, what="dβ")
+    J = (np.eye(n) - 1 / n - np.outer(xhat[0, 0], xhat[0, 0]) / n) / sig[0, 0, 0]
+    assert_close(J @ xhat[0, 0], xhat[0, 0] * eps / sig[0, 0, 0] ** 3, rtol=1e-6, atol=1e-15, what="J x̂")
+    assert ta.gradcheck(lambda a, w, b: F.layer_norm(a, (n,), w, b), (
+        ta.tensor(x[:1, :2], requires_grad=True), ta.tensor(gamma, requires_grad=True),
+        ta.tensor(beta, requires_grad=True)))
+
+
+def test_feed_forward_is_position_wise_and_attention_mixes_tokens():
+    rng = np.random.default_rng(11)
+    E, F_ = 8, 32
+    layer = ta.nn.TransformerEncoderLayer(E, 2, F_, dropout=0.0, batch_first=True).double()
+    x = rng.standard_normal((1, 5, E))
+    W1, b1 = layer.linear1.weight.data, layer.linear1.bias.data
+    W2, b2 = layer.linear2.weight.data, layer.linear2.bias.data
+    assert_close(layer._ff_block(ta.tensor(x)), np.maximum(x @ W1.T + b1, 0) @ W2.T + b2, rtol=1e-10,
+                 atol=1e-12, what="FF = relu(x W1ᵀ + b1) W2ᵀ + b2")
+    assert sum(p.numel() for m in (layer.linear1, layer.linear2) for p in m.parameters()) == 2 * E * F_ + F_ + E
+    for block, mixes in ((layer._ff_block, False), (lambda t: layer.self_attn(t, t, t)[0], True)):
+        xt = ta.tensor(x, requires_grad=True)
+        grad_out = np.zeros(x.shape)
+        grad_out[0, 2] = 1.0  # only token 2's output
+        block(xt).backward(grad_out)
+        others = np.abs(np.delete(xt.grad[0], 2, axis=0)).max()
+        assert (others > 0) if mixes else (others == 0)
+
+
+def test_post_and_pre_norm_match_their_formulas():
+    rng = np.random.default_rng(12)
+    x = ta.tensor(rng.standard_normal((2, 5, 8)))
+    for norm_first in (False, True):
+        lay = ta.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first).double()
+
+        def sa(t):
+            return lay.self_attn(t, t, t, need_weights=False)[0]
+
+        if norm_first:
+            h = x + sa(lay.norm1(x))
+            h = h + lay._ff_block(lay.norm2(h))
+        else:
+            h = lay.norm1(x + sa(x))
+            h = lay.norm2(h + lay._ff_block(h))
+        assert_close(lay(x), h.data, rtol=1e-12, atol=1e-12, what=f"norm_first={norm_first}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prenorm_vs_postnorm_gradient_claims(seed):
+    post, pre = gallery.depth_stats(False, 24, seed=seed), gallery.depth_stats(True, 24, seed=seed)
+    assert np.abs(post["residual_rms"][1:] - 1).max() < 1e-4
+    assert pre["residual_rms"][-1] > 1.5 * pre["residual_rms"][0]
+    assert pre["param_grad"][0] > 1.5 * pre["param_grad"][-1]
+    last = {nf: [gallery.depth_stats(nf, n, seed=seed)["param_grad"][-1] for n in (2, 32)] for nf in (False, True)}
+    assert last[False][1] > last[False][0], f"post-norm last-layer gradient shrank: {last[False]}"
+    assert last[True][1] < 0.7 * last[True][0], f"pre-norm last-layer gradient: {last[True]}"
+
+
+def test_stacked_layer_gradients_match_pytorch():
+    torch = import_torch()
+    rng = np.random.default_rng(13)
+    for norm_first in (False, True):
+        layers = [ta.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                                norm_first=norm_first).double() for _ in range(3)]
+        t_layers = [torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                                     norm_first=norm_first).double() for _ in range(3)]
+        for lay, t_lay in zip(layers, t_layers):
+            t_lay.load_state_dict({k: torch.tensor(v) for k, v in lay.state_dict().items()})
+        x, y = rng.standard_normal((2, 5, 8)), rng.standard_normal((2, 5, 8))
+        h, th = ta.tensor(x), torch.tensor(x)
+        for lay, t_lay in zip(layers, t_layers):
+            h, th = lay(h), t_lay(th)
+        ((h - ta.tensor(y)) ** 2).mean().backward()
+        ((th - torch.tensor(y)) ** 2).mean().backward()
+        for lay, t_lay in zip(layers, t_layers):
+            t_grads = dict(t_lay.named_parameters())
+            for name, p in lay.named_parameters():
+                assert_close(p.grad, t_grads[name].grad.numpy(), rtol=1e-8, atol=1e-12, what=name)
+
+
+def test_self_attention_is_permutation_equivariant_until_positions_are_added():
+    rng = np.random.default_rng(14)
+    layer = ta.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).double()
+    x = ta.tensor(rng.standard_normal((1, 6, 16)))
+    perm = np.array([5, 2, 0, 3, 1, 4])
+    assert_close(layer(x[:, perm]), layer(x).data[:, perm], rtol=1e-10, atol=1e-12, what="equivariance")
+    pe = ta.nn.PositionalEncoding(16, max_len=10, dtype=np.float64)
+    assert_close(pe(x), x.data + ta.nn.sinusoidal_table(6, 16, dtype=np.float64), rtol=1e-12, atol=1e-12,
+                 what="PositionalEncoding adds the table")
+    assert np.abs(layer(pe(x[:, perm])).data - layer(pe(x)).data[:, perm]).max() > 1e-3
+
+
+def test_transformer_encoder_copies_start_identical_but_separate():
+    proto = ta.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+    encoder = ta.nn.TransformerEncoder(proto, num_layers=3)
+    first = encoder.layers[0].state_dict()
+    for layer in encoder.layers:
+        assert layer is not proto
+        for name, value in layer.state_dict().items():
+            assert np.array_equal(value, first[name]), name
+    encoder.layers[0].linear1.weight.data += 1.0
+    assert not np.array_equal(encoder.layers[0].linear1.weight.data, encoder.layers[1].linear1.weight.data)
+
+
+def test_pytorch_transformer_encoder_copies_start_identical():
+    torch = import_torch()
+    encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), num_layers=3,
+                                          enable_nested_tensor=False)
+    sds = [layer.state_dict() for layer in encoder.layers]
+    assert all(torch.equal(sd[k], sds[0][k]) for sd in sds for k in sd)
+
+
+def seed_snippet(nn):
+    """The seed article's section-5 class, verbatim but for the module it is given."""
+
+    class TransformerEncoder(nn.Module):
+        def __init__(self, d_model, nhead, num_layers, dim_feedforward=2048, dropout=0.1):
+            super(TransformerEncoder, self).__init__()
+            encoder_layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout)
+            self.transformer_encoder = nn.TransformerEncoder(encoder_layer, num_layers)
+
+        def forward(self, src, src_mask=None, src_key_padding_mask=None):
+            output = self.transformer_encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
+            return output
+
+    return TransformerEncoder
+
+
+def test_seed_snippet_runs_on_tinyattn_and_padding_is_invisible():
+    model = seed_snippet(ta.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32)
+    src = ta.tensor(np.random.default_rng(15).standard_normal((7, 2, 16)))
+    model.double()
+    assert not np.allclose(model(src).data, model(src).data)  # dropout in training mode
+    model.eval()
+    out = model(src)
+    assert out.shape == (7, 2, 16)
+    pad = np.zeros((2, 7), dtype=bool)
+    pad[1, 5:] = True
+    padded = model(src, src_key_padding_mask=pad)
+    assert_close(padded.data[:5, 1], model(src[:5, 1:2]).data[:, 0], rtol=1e-10, atol=1e-12, what="padding")
+
+
+def test_seed_snippet_loads_pytorch_weights():
+    torch = import_torch()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that nested tensors need batch_first
+        t_model = seed_snippet(torch.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32).double().eval()
+    model = seed_snippet(ta.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32).double().eval()
+    missing, unexpected = model.load_state_dict({k: v.numpy() for k, v in t_model.state_dict().items()})
+    assert missing == [] and unexpected == []
+    src = np.random.default_rng(16).standard_normal((7, 2, 16))
+    pad = np.zeros((2, 7), dtype=bool)
+    pad[1, 5:] = True
+    with torch.no_grad():
+        t_out = t_model(torch.tensor(src), src_key_padding_mask=torch.tensor(pad)).numpy()
+    assert_close(model(ta.tensor(src), src_key_padding_mask=pad), t_out, rtol=1e-10, atol=1e-12, what="seed model")
