@@ -7,3 +7,4 @@ registers them all, in the order the README shows them.
 from . import engine  # noqa: F401
 from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
+from . import efficient  # noqa: F401
