@@ -3,6 +3,7 @@ and with the reference solutions pasted into the stubs, every check prints its "
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 
@@ -57,16 +58,36 @@ def test_committed_notebook_is_executed_with_empty_stubs_and_no_errors(path):
             f"{path.name}: the check of {name} printed {_stdout(cell)!r}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_passes_every_check_with_the_reference_solutions(path):
+@pytest.fixture(scope="module")
+def run_with_solutions():
+    """Every notebook with the reference solutions pasted into its stubs, executed concurrently
+    (one kernel each): {path: (notebook, exception or None)}."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if "solution" in cell.metadata.get("tags", []):
-            cell.source = (SOLUTIONS / f"{cell.metadata['exercise']}.py").read_text(encoding="utf-8")
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebooks = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if "solution" in cell.metadata.get("tags", []):
+                cell.source = (SOLUTIONS / f"{cell.metadata['exercise']}.py").read_text(encoding="utf-8")
+        notebooks[path] = nb
+
+    async def execute_all():
+        clients = [nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                          resources={"metadata": {"path": str(path.parent)}})
+                   for path, nb in notebooks.items()]
+        return await asyncio.gather(*(c.async_execute() for c in clients), return_exceptions=True)
+
+    results = asyncio.run(execute_all())
+    return {path: (nb, r if isinstance(r, BaseException) else None)
+            for (path, nb), r in zip(notebooks.items(), results)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_passes_every_check_with_the_reference_solutions(path, run_with_solutions):
+    nb, error = run_with_solutions[path]
+    if error is not None:
+        raise error  # a CellExecutionError names the cell and the traceback
     checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
     assert checks
     for cell in checks:
