@@ -291,7 +291,8 @@ def _softmax_backward_cause(dout: np.ndarray, p: np.ndarray, got: np.ndarray) ->
     return _first(got, [
         (lambda: dout * p * (1 - p),
          "only the diagonal of the softmax Jacobian, ∂p_i/∂x_i = p_i(1 − p_i), was used; every "
-         "x_j also moves the other outputs (∂p_i/∂x_j = −p_i p_j), which adds a row sum Σ_j dout_j p_j"),
+         "x_j also moves the other outputs (∂p_i/∂x_j = −p_i p_j), which adds a row sum "
+         "Σ_j dout_j p_j"),
         (lambda: dout - row, "the outer factor p is missing: every term of dx_i is multiplied by p_i"),
         (lambda: p * (dout - dout.sum(axis=-1, keepdims=True)),
          "the row sum must weight dout by p: Σ_j dout_j p_j, not Σ_j dout_j"),
