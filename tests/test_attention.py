@@ -50,6 +50,8 @@ MASKS = {
     "bool-full-rows": np.concatenate([np.zeros((1, 7), bool), RNG.random((4, 7)) < 0.6]),
     "float": RNG.standard_normal((2, 1, 5, 7)),
     "float-inf": np.where(RNG.random((5, 7)) < 0.3, -np.inf, RNG.standard_normal((5, 7))),
+    "bool-1d": RNG.random(7) < 0.6,
+    "float-1d": RNG.standard_normal(7),
 }
 
 

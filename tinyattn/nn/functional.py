@@ -425,12 +425,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
                                  f"the scores' shape {batch + (L, S)}") from None
 
     dtype = np.result_type(q.dtype, kd.dtype, vd.dtype)
-    Q = _flatten_batch(q.data * np.asarray(scale, q.dtype), batch)  # (G, L, E), pre-scaled
-    K = _flatten_batch(kd, batch)  # (G, S, E)
-    V = _flatten_batch(vd, batch)  # (G, S, Ev)
+    Q = _flatten_batch(q.data * np.asarray(scale, q.dtype), batch, (L, E))  # (G, L, E), pre-scaled
+    K = _flatten_batch(kd, batch, (S, E))  # (G, S, E)
+    V = _flatten_batch(vd, batch, (S, Ev))  # (G, S, Ev)
     G = Q.shape[0]
-    blocked = None if bool_mask is None else _flatten_batch(~bool_mask, batch)  # (G, L, S)
-    bias = None if float_mask is None else _flatten_batch(float_mask.data, batch)  # (G, L, S)
+    blocked = None if bool_mask is None else _flatten_batch(~bool_mask, batch, (L, S))  # (G, L, S)
+    bias = None if float_mask is None else _flatten_batch(float_mask.data, batch, (L, S))  # (G, L, S)
     keep = _keep_mask((G, L, S), dropout_p, dtype) if dropout_p > 0 else None  # (G, L, S)
     X = np.empty((G, L, S), dtype)  # exp(scores − row max): the unnormalized weights
     O = np.empty((G, L, Ev), dtype)  # the output, normalized after the tiles
@@ -452,7 +452,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     O /= ell
 
     def backward(g):
-        dO = _flatten_batch(g, batch) / ell  # (G, L, Ev): dO / ℓ
+        dO = _flatten_batch(g, batch, (L, Ev)) / ell  # (G, L, Ev): dO / ℓ
         D = np.sum(dO * O, axis=-1, keepdims=True)  # (G, L, 1): rowsum(dP ∘ P) / ℓ
         dQ = np.empty((G, L, E), dtype) if q.requires_grad else None
         dK = np.zeros((G, S, E), dtype) if k.requires_grad else None
@@ -494,9 +494,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
 _TILE_BYTES = 1 << 20  # one tile of scores: about a core's L2 cache
 
 
-def _flatten_batch(x: np.ndarray, batch: tuple) -> np.ndarray:
-    """(..., A, B) broadcast to batch + (A, B), then viewed as (G, A, B); copies only if it must."""
-    return np.broadcast_to(x, batch + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
+def _flatten_batch(x: np.ndarray, batch: tuple, tail: tuple) -> np.ndarray:
+    """x broadcast to batch + tail, then viewed as (G,) + tail; copies only if it must."""
+    return np.broadcast_to(x, batch + tail).reshape((-1,) + tail)
 
 
 def _tiles(G: int, L: int, S: int, itemsize: int):
