@@ -343,8 +343,6 @@ def check_softmax_backward(fn, raise_on_failure: bool = True) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 def _sdpa_ref(q, k, v, mask=None, scale=None):
-    if mask is not None and mask.ndim < 2:
-        mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)  # (1, S): same broadcast
     out, w = F.scaled_dot_product_attention(tensor(q), tensor(k), tensor(v), attn_mask=mask,
                                             scale=scale, return_weights=True)
     return out.data, w.data
