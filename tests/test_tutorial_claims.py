@@ -5,6 +5,7 @@ rather than silently changing what a notebook teaches."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -90,7 +91,8 @@ def test_softmax_jacobian_is_diag_p_minus_p_pT():
         rows.append(x.grad)
     assert_close(np.array(rows), closed, rtol=1e-10, atol=1e-14, what="autograd Jacobian")
     eps = 1e-6
-    fd = np.stack([(np_softmax(s + eps * e) - np_softmax(s - eps * e)) / (2 * eps) for e in np.eye(9)], axis=1)
+    fd = np.stack([(np_softmax(s + eps * e) - np_softmax(s - eps * e)) / (2 * eps)
+                   for e in np.eye(9)], axis=1)
     assert_close(fd, closed, rtol=1e-6, atol=1e-9, what="finite differences")
     assert_close(closed.sum(axis=1), np.zeros(9), atol=1e-15, what="J 1 = 0")
 
@@ -129,7 +131,8 @@ def test_fully_masked_row_is_nan_in_plain_math_and_zero_in_tinyattn():
                                             return_weights=True)
     out.backward(np.ones((6, 4)))
     assert np.all(p.data[:3] == 0) and np.all(out.data[:3] == 0) and np.all(q.grad[:3] == 0)
-    assert_close(out.data[3:], np_attention(x, x, x, allowed)[0][3:], rtol=1e-10, atol=1e-12, what="real rows")
+    assert_close(out.data[3:], np_attention(x, x, x, allowed)[0][3:], rtol=1e-10, atol=1e-12,
+                 what="real rows")
 
     mha = ta.nn.MultiheadAttention(4, 2, bias=False).double()
     for need_weights in (True, False):
@@ -153,7 +156,8 @@ def test_pytorch_fully_masked_row_sdpa_zeros_mha_nan():
 def test_attention_backward_equals_the_hand_derived_formulas():
     rng = np.random.default_rng(5)
     N, H, L, S, E, Ev = 2, 3, 4, 6, 5, 3
-    Q, K, V = rng.standard_normal((N, H, L, E)), rng.standard_normal((N, H, S, E)), rng.standard_normal((N, H, S, Ev))
+    Q, K = rng.standard_normal((N, H, L, E)), rng.standard_normal((N, H, S, E))
+    V = rng.standard_normal((N, H, S, Ev))
     dO = rng.standard_normal((N, H, L, Ev))
     allowed = rng.random((L, S)) < 0.7
     allowed[0] = False
@@ -179,6 +183,11 @@ def test_attention_backward_equals_the_hand_derived_formulas():
 
 
 # -- notebook 04: multi-head attention -----------------------------------------------------------
+
+def mha_params(mha):
+    """(in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias) as arrays."""
+    return mha.in_proj_weight.data, mha.in_proj_bias.data, mha.out_proj.weight.data, mha.out_proj.bias.data
+
 
 def np_mha(x, in_w, in_b, out_w, out_b, H, allowed=None, output_matrix=None):
     """Multi-head self-attention in NumPy, x (L, E): split, attend, concat, project."""
@@ -209,7 +218,7 @@ def test_mha_output_is_concat_heads_times_W_o_and_not_the_seeds_W_v():
     mha.in_proj_bias.data[:] = rng.standard_normal(3 * E)
     x = rng.standard_normal((L, E))
     out, w = mha(ta.tensor(x[None]), ta.tensor(x[None]), ta.tensor(x[None]), average_attn_weights=False)
-    params = (mha.in_proj_weight.data, mha.in_proj_bias.data, mha.out_proj.weight.data, mha.out_proj.bias.data)
+    params = mha_params(mha)
     want, want_w = np_mha(x, *params, H)
     assert_close(out.data[0], want, rtol=1e-10, atol=1e-12, what="module vs concat W_oᵀ + b_o")
     assert_close(w.data[0], want_w, rtol=1e-10, atol=1e-12, what="per-head weights")
@@ -223,12 +232,13 @@ def test_mha_bool_mask_true_means_blocked_and_sdpa_true_means_allowed():
     mha = ta.nn.MultiheadAttention(E, H, batch_first=True).double()
     x = rng.standard_normal((L, E))
     xt = ta.tensor(x[None])
-    params = (mha.in_proj_weight.data, mha.in_proj_bias.data, mha.out_proj.weight.data, mha.out_proj.bias.data)
+    params = mha_params(mha)
     blocked = ta.nn.causal_mask(L)
     assert np.array_equal(blocked, ~np.tril(np.ones((L, L), dtype=bool)))
     want, _ = np_mha(x, *params, H, allowed=~blocked)
     for mask in (blocked, np.where(blocked, -np.inf, 0.0)):
-        assert_close(mha(xt, xt, xt, attn_mask=mask)[0].data[0], want, rtol=1e-10, atol=1e-12, what="MHA mask")
+        assert_close(mha(xt, xt, xt, attn_mask=mask)[0].data[0], want, rtol=1e-10, atol=1e-12,
+                     what="MHA mask")
     pad = np.zeros((1, L), dtype=bool)
     pad[0, 4:] = True
     want_pad, _ = np_mha(x, *params, H, allowed=~pad)
@@ -305,8 +315,8 @@ def test_residual_keeps_the_gradient_a_plain_tanh_stack_loses_it():
 def test_layer_norm_backward_is_the_derived_formula():
     rng = np.random.default_rng(10)
     n, eps = 8, 1e-5
-    x, gamma, beta, g = rng.standard_normal((3, 5, n)) * 2 + 1, rng.standard_normal(n), rng.standard_normal(n), \
-        rng.standard_normal((3, 5, n))
+    x, g = rng.standard_normal((3, 5, n)) * 2 + 1, rng.standard_normal((3, 5, n))
+    gamma, beta = rng.standard_normal(n), rng.standard_normal(n)
     mu = x.mean(-1, keepdims=True)
     sig = np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
     xhat = (x - mu) / sig
@@ -335,7 +345,8 @@ def test_feed_forward_is_position_wise_and_attention_mixes_tokens():
     W2, b2 = layer.linear2.weight.data, layer.linear2.bias.data
     assert_close(layer._ff_block(ta.tensor(x)), np.maximum(x @ W1.T + b1, 0) @ W2.T + b2, rtol=1e-10,
                  atol=1e-12, what="FF = relu(x W1ᵀ + b1) W2ᵀ + b2")
-    assert sum(p.numel() for m in (layer.linear1, layer.linear2) for p in m.parameters()) == 2 * E * F_ + F_ + E
+    ff_params = sum(p.numel() for m in (layer.linear1, layer.linear2) for p in m.parameters())
+    assert ff_params == 2 * E * F_ + F_ + E
     for block, mixes in ((layer._ff_block, False), (lambda t: layer.self_attn(t, t, t)[0], True)):
         xt = ta.tensor(x, requires_grad=True)
         grad_out = np.zeros(x.shape)
@@ -349,7 +360,8 @@ def test_post_and_pre_norm_match_their_formulas():
     rng = np.random.default_rng(12)
     x = ta.tensor(rng.standard_normal((2, 5, 8)))
     for norm_first in (False, True):
-        lay = ta.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first).double()
+        lay = ta.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                            norm_first=norm_first).double()
 
         def sa(t):
             return lay.self_attn(t, t, t, need_weights=False)[0]
@@ -369,7 +381,8 @@ def test_prenorm_vs_postnorm_gradient_claims(seed):
     assert np.abs(post["residual_rms"][1:] - 1).max() < 1e-4
     assert pre["residual_rms"][-1] > 1.5 * pre["residual_rms"][0]
     assert pre["param_grad"][0] > 1.5 * pre["param_grad"][-1]
-    last = {nf: [gallery.depth_stats(nf, n, seed=seed)["param_grad"][-1] for n in (2, 32)] for nf in (False, True)}
+    last = {nf: [gallery.depth_stats(nf, n, seed=seed)["param_grad"][-1] for n in (2, 32)]
+            for nf in (False, True)}
     assert last[False][1] > last[False][0], f"post-norm last-layer gradient shrank: {last[False]}"
     assert last[True][1] < 0.7 * last[True][0], f"pre-norm last-layer gradient: {last[True]}"
 
@@ -460,11 +473,10 @@ def test_seed_snippet_runs_on_tinyattn_and_padding_is_invisible():
 
 def test_seed_snippet_loads_pytorch_weights():
     torch = import_torch()
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that nested tensors need batch_first
-        t_model = seed_snippet(torch.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32).double().eval()
+        t_model = seed_snippet(torch.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32)
+    t_model.double().eval()
     model = seed_snippet(ta.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32).double().eval()
     missing, unexpected = model.load_state_dict({k: v.numpy() for k, v in t_model.state_dict().items()})
     assert missing == [] and unexpected == []
@@ -473,4 +485,5 @@ def test_seed_snippet_loads_pytorch_weights():
     pad[1, 5:] = True
     with torch.no_grad():
         t_out = t_model(torch.tensor(src), src_key_padding_mask=torch.tensor(pad)).numpy()
-    assert_close(model(ta.tensor(src), src_key_padding_mask=pad), t_out, rtol=1e-10, atol=1e-12, what="seed model")
+    assert_close(model(ta.tensor(src), src_key_padding_mask=pad), t_out, rtol=1e-10, atol=1e-12,
+                 what="seed model")

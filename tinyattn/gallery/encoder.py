@@ -96,7 +96,7 @@ def scaling_experiment():
 
     s = scaling_stats()
     d_k = s["d_k"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=90, constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
     viz.curves({"q·k": (d_k, s["var_unscaled"]), "q·k / √d_k": (d_k, s["var_scaled"]),
                 "d_k (theory)": (d_k, d_k.astype(float))},
                "d_k", "variance of the scores", logx=True, logy=True, ax=axes[0])
@@ -123,7 +123,7 @@ def prenorm_vs_postnorm():
     mean = {key: {names[nf]: np.mean([r[key] for r in runs[nf]], axis=0) for nf in names}
             for key in ("param_grad", "residual_rms")}
     sweep = {names[nf]: (np.array(DEPTHS), depth_sweep(nf, seeds=seeds)) for nf in names}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=90, constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
     viz.curves(mean["param_grad"], "layer (0 = nearest the input)", "‖grad of the layer's weights‖",
                title=f"{depth} layers", ax=axes[0])
     viz.curves(mean["residual_rms"], "layer", "RMS of the layer's input", title="the residual stream",
@@ -168,7 +168,7 @@ def head_split():
     L, H, D = 4, 3, 3
     E, cell, gap = H * D, 0.22, 1.9
     band = [HEAD_COLORS[c // D] for c in range(E)]
-    fig, ax = plt.subplots(figsize=(14, 3.2), dpi=90)
+    fig, ax = plt.subplots(figsize=(14, 3.2))
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.98)
     ax.set_axis_off()
     top, x, h = 2.0, 0.0, L * cell
@@ -236,7 +236,7 @@ def _flow(ax, x: float, steps, skips, title: str, identity_path: bool) -> None:
 def encoder_layer_diagram():
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.4), dpi=90)
+    fig, ax = plt.subplots(figsize=(9, 5.4))
     ax.set_axis_off()
     _flow(ax, 0.0, ["x", "Multi-head self-attention", None, "LayerNorm (norm1)",
                     "Feed-forward (linear1, act, linear2)", None, "LayerNorm (norm2)", "output"],
@@ -245,8 +245,9 @@ def encoder_layer_diagram():
                     "Feed-forward (linear1, act, linear2)", None, "output"],
           [(0, 3), (3, 6)], "pre-norm (norm_first=True)", identity_path=True)
     ax.text(2.5, -0.5, "post-norm: x = norm1(x + SA(x)); x = norm2(x + FF(x)) — every path from the "
-            "output back to x passes through a LayerNorm.\npre-norm: x = x + SA(norm1(x)); x = x + FF(norm2(x)) "
-            "— the green residual path is the identity. Dropout omitted.",
+            "output back to x passes through a LayerNorm.\n"
+            "pre-norm: x = x + SA(norm1(x)); x = x + FF(norm2(x)) — the green residual path is the "
+            "identity. Dropout omitted.",
             ha="center", va="top", fontsize=8.5)
     ax.set_xlim(-1.6, 7.0)
     ax.set_ylim(-1.2, 7.6)
