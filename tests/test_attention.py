@@ -493,12 +493,14 @@ def test_sinusoidal_encoding_formula_and_relative_position_property():
 
 
 def test_positional_encoding_modules_add_to_inputs():
-    pe = nn.PositionalEncoding(8, max_len=20, dtype=np.float64)
+    pe = nn.PositionalEncoding(8, max_len=20)
     x = RNG.standard_normal((2, 6, 8))
     assert_close(pe(x), x + nn.sinusoidal_table(20, 8, np.float64)[:6], rtol=1e-12)
-    seq_first = nn.PositionalEncoding(8, max_len=20, batch_first=False, dtype=np.float64)
+    seq_first = nn.PositionalEncoding(8, max_len=20, batch_first=False)
     assert_close(seq_first(x.transpose(1, 0, 2)).data.transpose(1, 0, 2), pe(x).data, rtol=1e-12)
     assert pe.state_dict() == {}
+    assert pe(x.astype(np.float32)).dtype == np.float32
+    assert_close(pe.double()(x), x + nn.sinusoidal_table(20, 8, np.float64)[:6], rtol=1e-15)
     with pytest.raises(ValueError, match="max_len 20"):
         pe(RNG.standard_normal((1, 21, 8)))
     learned = nn.LearnedPositionalEncoding(8, max_len=10).double()

@@ -223,3 +223,22 @@ def test_noam_schedule_warms_up_then_decays():
     assert_close(np.array(lrs), expected, rtol=1e-12)
     assert int(np.argmax(lrs)) + 1 == 4000
     assert ta.optim.lr_scheduler.LambdaLR is ta.optim.LambdaLR
+
+
+def test_buffers_persistent_in_state_dict_and_cast_with_the_module():
+    class WithBuffers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.register_buffer("running", ta.zeros(2))
+            self.register_buffer("scratch", ta.ones(3), persistent=False)
+
+    m = WithBuffers()
+    assert list(m.state_dict()) == ["running", "lin.weight", "lin.bias"]
+    assert [n for n, _ in m.named_buffers()] == ["running", "scratch"]
+    sd = m.state_dict()
+    sd["running"] = np.array([4.0, 5.0])
+    m.load_state_dict(sd)
+    assert_close(m.running.data, [4.0, 5.0])
+    m.double()
+    assert m.running.dtype == np.float64 and m.scratch.dtype == np.float64

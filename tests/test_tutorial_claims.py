@@ -415,7 +415,7 @@ def test_self_attention_is_permutation_equivariant_until_positions_are_added():
     x = ta.tensor(rng.standard_normal((1, 6, 16)))
     perm = np.array([5, 2, 0, 3, 1, 4])
     assert_close(layer(x[:, perm]), layer(x).data[:, perm], rtol=1e-10, atol=1e-12, what="equivariance")
-    pe = ta.nn.PositionalEncoding(16, max_len=10, dtype=np.float64)
+    pe = ta.nn.PositionalEncoding(16, max_len=10)
     assert_close(pe(x), x.data + ta.nn.sinusoidal_table(6, 16, dtype=np.float64), rtol=1e-12, atol=1e-12,
                  what="PositionalEncoding adds the table")
     assert np.abs(layer(pe(x[:, perm])).data - layer(pe(x)).data[:, perm]).max() > 1e-3

@@ -761,15 +761,16 @@ class PositionalEncoding(Module):
     """Add the fixed sinusoidal encoding of Vaswani et al. (2017), then dropout.
 
     x (N, T, E) with batch_first=True (default here), (T, N, E) otherwise, or (T, E) -> same.
-    The table is a non-persistent buffer ``pe`` (max_len, d_model): not in the state_dict.
+    The table ``pe`` (max_len, d_model) is a float64 array, cast to the input's dtype when
+    added; it has no parameters, so the state_dict is empty.
     """
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0,
-                 batch_first: bool = True, dtype=None):
+                 batch_first: bool = True):
         super().__init__()
         self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
         self.dropout = Dropout(dropout)
-        self.register_buffer("pe", Tensor(sinusoidal_table(max_len, d_model, dtype)), persistent=False)
+        self.pe = sinusoidal_table(max_len, d_model, np.float64)  # (max_len, d_model)
 
     def forward(self, x):
         x = F._tensor(x)
@@ -778,7 +779,7 @@ class PositionalEncoding(Module):
         if x.shape[-1] != self.d_model or T > self.max_len:
             raise ValueError(f"input has shape {x.shape}; expected d_model {self.d_model} and at "
                              f"most max_len {self.max_len} positions")
-        pe = self.pe.data[:T]  # (T, E)
+        pe = self.pe[:T]  # (T, E)
         pe = pe[:, None, :] if axis == 0 and x.ndim == 3 else pe
         return self.dropout(x + pe.astype(x.dtype, copy=False))
 
