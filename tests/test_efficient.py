@@ -505,3 +505,35 @@ def test_gqa_rejects_invalid_sizes():
     m(ta.randn(2, 3, 8), cache=cache)
     with pytest.raises(ValueError, match="batch, heads, head_dim and dtype must match"):
         m(ta.randn(1, 1, 8), cache=cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# the numbers behind the figures
+# ----------------------------------------------------------------------------------------------
+
+def test_flash_error_table_shows_round_off_in_float64_and_float32_parity():
+    from tinyattn.gallery import efficient as gallery
+
+    t = gallery.flash_error_table(sizes=(70, 150), d=8, block=32)
+    assert max(max(errs) for errs in t["flash64"].values()) < 1e-13
+    for name in ("output", "dq"):
+        for flash32, plain32 in zip(t["flash32"][name], t["plain32"][name]):
+            assert 1e-9 < flash32 < 1e-5 and flash32 < 10 * plain32
+
+
+def test_linear_vs_softmax_distance_is_small_only_for_small_logits():
+    from tinyattn.gallery import efficient as gallery
+
+    d = gallery.linear_vs_softmax_distance([0.01, 1.0, 8.0], N=32, d=8)
+    assert d["tv"][0] < 0.01 and d["output_error"][0] < 0.05
+    assert d["tv"][2] > 0.5 and d["tv"][0] < d["tv"][1] < d["tv"][2]
+
+
+def test_below_diagonal_clip_of_a_tile():
+    from tinyattn.gallery import efficient as gallery
+
+    square = [(0, 0), (4, 0), (4, 4), (0, 4)]  # (j, i) corners of a diagonal tile
+    kept = gallery._below_diagonal(square)
+    area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(kept, kept[1:] + kept[:1])))
+    assert area == 8.0 and all(x <= y for x, y in kept)
+    assert gallery._below_diagonal([(5, 0), (9, 0), (9, 4), (5, 4)]) == []  # entirely above

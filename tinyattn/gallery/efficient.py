@@ -21,8 +21,9 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
                        "benchmarks", "results", "efficient.json")
 SENTENCE = "the cat sat on the mat because it was tired of waiting".split()
 TILE_COLORS = {eff.TILE_FULL: "#2a9d8f", eff.TILE_MASKED: "#e9c46a", eff.TILE_SKIPPED: "#eeeeee"}
-METHOD_STYLE = {"plain": ("plain SDPA", "#264653"), "flash": ("flash", "#2a9d8f"),
-                "flash_causal": ("flash, causal", "#8ab17d"), "linear": ("linear", "#e76f51"),
+METHOD_STYLE = {"plain": ("plain SDPA", "#264653"), "flash": ("flash, block 128", "#2a9d8f"),
+                "flash256": ("flash, block 256", "#3a86ff"),
+                "flash_causal": ("flash causal, block 256", "#8ab17d"), "linear": ("linear", "#e76f51"),
                 "linear_causal": ("linear, causal", "#f4a261"), "sliding": ("sliding window", "#6a4c93")}
 
 
@@ -104,7 +105,8 @@ def sliding_window():
 
     fig, axes = plt.subplots(1, 3, figsize=(14.5, 5.8), constrained_layout=True)
     T = len(SENTENCE)
-    viz.mask_picture(eff.sliding_window_mask(T, T, 2), SENTENCE, ax=axes[0], title="window 2: |i − j| ≤ 2")
+    viz.mask_picture(eff.sliding_window_mask(T, T, 2), SENTENCE, ax=axes[0],
+                     title="window 2: |i − j| ≤ 2")
     viz.mask_picture(eff.sliding_window_mask(T, T, 2, is_causal=True), SENTENCE, ax=axes[1],
                      title="window 2, causal: 0 ≤ i − j ≤ 2")
     N, w = 96, 8
@@ -141,7 +143,8 @@ def flash_error_table(sizes=(100, 180, 330, 600, 1000), d: int = 32, block: int 
     float32 versions of flash and SDPA, each against float64 SDPA (the float32 truth gap).
     """
     rng = np.random.default_rng(seed)
-    table = {key: {name: [] for name in ("output", "dq", "dk", "dv")} for key in ("flash64", "flash32", "plain32")}
+    table = {key: {name: [] for name in ("output", "dq", "dk", "dv")}
+             for key in ("flash64", "flash32", "plain32")}
     flash = lambda q, k, v: eff.flash_attention(q, k, v, is_causal=True, block_size=block)  # noqa: E731
     plain = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
     for N in sizes:
@@ -224,7 +227,8 @@ def linear_vs_softmax():
     scales = np.geomspace(0.05, 8, 25)
     dist = linear_vs_softmax_distance(scales)
     axes[2].plot(scales, dist["tv"], marker="o", ms=3, label="mean TV distance of weight rows")
-    axes[2].plot(scales, dist["output_error"], marker="s", ms=3, label="‖linear − softmax‖ / ‖softmax‖ (output)")
+    axes[2].plot(scales, dist["output_error"], marker="s", ms=3,
+                 label="‖linear − softmax‖ / ‖softmax‖ (output)")
     axes[2].set_xscale("log")
     axes[2].set_xlabel("logit scale s (q and k multiplied by s)")
     axes[2].set_title("N = 64 random q, k, v: they agree only while both are near uniform", fontsize=10)
@@ -247,7 +251,7 @@ def efficient_scaling():
     res = data["results"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
     for name, (label, color) in METHOD_STYLE.items():
-        r = res[name]
+        r = res.get(name, {"N": []})
         if not r["N"]:
             continue
         axes[0].plot(r["N"], np.array(r["fwd_bwd_s"]) * 1e3, marker="o", ms=4, color=color, label=label)
@@ -265,6 +269,6 @@ def efficient_scaling():
     axes[1].set_ylabel("tracemalloc peak, MiB")
     axes[0].legend(fontsize=8)
     cfg = data["config"]
-    fig.suptitle(f"float32, B = H = 1, d = {cfg['d']}, window {cfg['window']}, flash block {cfg['block_size']}; "
+    fig.suptitle(f"float32, B = H = 1, d = {cfg['d']}, window {cfg['window']}; "
                  f"from benchmarks/results/efficient.json ({data['machine'].split(';')[0]})", fontsize=10)
     return fig
