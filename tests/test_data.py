@@ -7,11 +7,12 @@ from tinyattn import data
 
 DIGITS = [str(i) for i in range(10)]
 LETTERS = list("abcdefghij")
+PAIR_TOKENS = [k + v for k in LETTERS for v in DIGITS]
 
 
 def _strings(split, i):
     """(given tokens, answer strings) of example i, decoded without the code under test."""
-    vocab = DIGITS + LETTERS + ["=", "?"]
+    vocab = DIGITS + LETTERS + PAIR_TOKENS + ["=", "?"]
     seq = [vocab[t] for t in split.tokens[i]]
     cut = seq.index("=")
     assert seq[cut + 1:] == ["?"] * len(split.answers[i])
@@ -43,8 +44,9 @@ def test_recall_answer_is_the_value_paired_with_the_query(splits):
         for i in range(len(split)):
             given, answer = _strings(split, i)
             *pairs, query = given
-            keys, values = pairs[0::2], pairs[1::2]
-            assert len(keys) == 6 and len(set(keys)) == 6
+            assert len(pairs) == 6 and all(len(p) == 2 for p in pairs)
+            keys, values = [p[0] for p in pairs], [p[1] for p in pairs]
+            assert len(set(keys)) == 6 and query in keys
             assert all(k in LETTERS for k in keys) and all(v in DIGITS for v in values)
             assert answer == [dict(zip(keys, values))[query]]
 
@@ -55,7 +57,8 @@ def test_every_answer_value_and_query_key_occurs(splits):
     for answers in (rev, srt, rec):
         assert set(answers.ravel().tolist()) == set(range(10))
     tokens = np.concatenate([s.tokens for s in splits["recall"]])
-    asked = [list(row[:12:2]).index(row[12]) for row in tokens]
+    vocab = DIGITS + LETTERS + PAIR_TOKENS
+    asked = [[vocab[t][0] for t in row[:6]].index(vocab[row[6]]) for row in tokens]
     assert set(asked) == set(range(6))
 
 
@@ -93,7 +96,7 @@ def test_splits_are_deterministic_per_seed():
 
 
 def test_layout_and_answer_positions():
-    for task, given, slots in (("reverse", 8, 8), ("sort", 8, 8), ("recall", 13, 1)):
+    for task, given, slots in (("reverse", 8, 8), ("sort", 8, 8), ("recall", 7, 1)):
         spec = data.task_spec(task)
         assert spec.seq_len == given + 1 + slots
         assert spec.answer_positions.tolist() == list(range(given + 1, given + 1 + slots))
@@ -128,16 +131,15 @@ def test_ideal_attention_sort_looks_at_the_answer_value(splits):
 def test_ideal_attention_recall_is_the_matching_pair(splits):
     split = splits["recall"][1]
     ideal = data.ideal_attention("recall", split.tokens)
+    assert ideal.shape == (len(split), 1, 9)
     for n in range(len(split)):
-        row = ideal[n, 0]
-        looked = np.flatnonzero(row).tolist()
-        assert row[looked].tolist() == [0.5, 0.5]
-        key, value = looked
-        assert value == key + 1 and key % 2 == 0
-        assert split.tokens[n, key] == split.tokens[n, 12] and split.tokens[n, value] == split.answers[n, 0]
-    with pytest.raises(ValueError, match=r"expected \(N, 15\)"):
+        given, answer = _strings(split, n)
+        looked = np.flatnonzero(ideal[n, 0]).tolist()
+        assert len(looked) == 1 and ideal[n, 0, looked[0]] == 1.0
+        assert given[looked[0]] == given[6] + answer[0]
+    with pytest.raises(ValueError, match=r"expected \(N, 9\)"):
         data.ideal_attention("recall", split.tokens[:, :-1])
 
 
 def test_decode():
-    assert data.decode([3, 10, 19, 20, 21]) == ["3", "a", "j", "=", "?"]
+    assert data.decode([3, 10, 19, 20, 47, 119, 120, 121]) == ["3", "a", "j", "a0", "c7", "j9", "=", "?"]

@@ -6,7 +6,13 @@ attention row shows where the model looks for that answer::
 
     reverse  3 1 4 1 5 9 2 6 = ? ? ? ? ? ? ? ?    answers 6 2 9 5 1 4 1 3
     sort     3 1 4 1 5 9 2 6 = ? ? ? ? ? ? ? ?    answers 1 1 2 3 4 5 6 9
-    recall   c 7 a 2 f 0 e 7 b 5 h 3 a = ?        answer  2   (the value paired with key a)
+    recall   c7 a2 f0 e7 b5 h3 a = ?              answer  2   (the value paired with key a)
+
+In ``recall`` each key-value pair is one token (``a2`` = key ``a``, value ``2``), followed by a
+query key. Written as two tokens per pair, the task needs two attention hops that only pay off
+together (bind each value to its key, then match the query), and a model this small sits on a
+plateau for tens of thousands of steps before it finds them; one token per pair leaves one hop:
+match the query against the pairs' keys.
 
 The ideal attention of the slot for answer i (``ideal_attention``), over the whole sequence:
 
@@ -15,13 +21,12 @@ The ideal attention of the slot for answer i (``ideal_attention``), over the who
   example.
 - ``sort``: answer i is the i-th smallest input, so slot i looks at the position(s) holding that
   value (uniformly over equal values): a permutation matrix that changes with every example.
-- ``recall``: the answer is the value that follows the query's key, so the slot looks at that
-  key and its value (half each): two cells, found by content (the key equals the query), not by
-  position.
+- ``recall``: the answer is the value inside the pair whose key equals the query, so the slot
+  looks at that pair: found by content (its key matches the query), not by position.
 
-The vocabulary is shared by all tasks (digits, recall's key letters, ``=`` and ``?``), so one
-model architecture serves all three. Train and test sets are disjoint: no test sequence appears
-in the training set.
+The vocabulary is shared by all tasks (digits, key letters, key-value pairs, ``=`` and ``?``),
+so one model architecture serves all three. Train and test sets are disjoint: no test sequence
+appears in the training set.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ __all__ = [
 
 DIGITS = tuple(str(i) for i in range(10))
 KEYS = tuple("abcdefghij")
-VOCAB = DIGITS + KEYS + ("=", "?")
+PAIRS = tuple(k + v for k in KEYS for v in DIGITS)  # "a0" ... "j9": id 20 + 10·key + value
+VOCAB = DIGITS + KEYS + PAIRS + ("=", "?")
+_FIRST_KEY = VOCAB.index("a")
+_FIRST_PAIR = VOCAB.index("a0")
 SEP = VOCAB.index("=")
 SLOT = VOCAB.index("?")
 TASKS = ("reverse", "sort", "recall")
@@ -64,7 +72,7 @@ class TaskSpec:
 _SPECS = {
     "reverse": TaskSpec("reverse", input_len=8, answer_len=8),
     "sort": TaskSpec("sort", input_len=8, answer_len=8),
-    "recall": TaskSpec("recall", input_len=2 * 6 + 1, answer_len=1),  # 6 key-value pairs, a query
+    "recall": TaskSpec("recall", input_len=6 + 1, answer_len=1),  # 6 key-value pairs, a query
 }
 RECALL_PAIRS = 6
 
@@ -93,8 +101,8 @@ def generate(task: str, n: int, rng: np.random.Generator):
 
     reverse: inputs are digits (repeats allowed), answers[i] = inputs[T−1−i].
     sort: inputs are digits (repeats allowed), answers = inputs sorted ascending.
-    recall: six distinct keys (letters) each followed by a value (digit), then one of the keys
-    again as the query; the answer is the value that followed that key.
+    recall: six pair tokens with distinct keys (letters) and random values (digits), then one
+    of the keys as the query; the answer is the value in that key's pair.
     """
     spec = task_spec(task)
     if task in ("reverse", "sort"):
@@ -105,10 +113,9 @@ def generate(task: str, n: int, rng: np.random.Generator):
     values = rng.integers(0, len(DIGITS), (n, RECALL_PAIRS))  # (n, P)
     which = rng.integers(0, RECALL_PAIRS, n)  # (n,) the pair that is asked about
     rows = np.arange(n)
-    inputs = np.empty((n, spec.input_len), np.int64)  # (n, 2P + 1)
-    inputs[:, 0:-1:2] = keys + len(DIGITS)
-    inputs[:, 1:-1:2] = values
-    inputs[:, -1] = inputs[rows, 2 * which]
+    inputs = np.empty((n, spec.input_len), np.int64)  # (n, P + 1)
+    inputs[:, :-1] = _FIRST_PAIR + len(DIGITS) * keys + values
+    inputs[:, -1] = _FIRST_KEY + keys[rows, which]
     return inputs, values[rows, which][:, None].astype(np.int64)  # (n, 1)
 
 
@@ -178,14 +185,12 @@ def ideal_attention(task: str, tokens: np.ndarray) -> np.ndarray:
         hits = (inputs[:, None, :] == target[:, :, None]).astype(float)  # (N, A, T)
         ideal[:, :, :T] = hits / hits.sum(axis=2, keepdims=True)
     else:
-        query = tokens[:, T - 1]  # (N,)
-        key_pos = np.argmax(tokens[:, 0:T - 1:2] == query[:, None], axis=1) * 2  # (N,)
-        rows = np.arange(N)
-        ideal[rows, 0, key_pos] = 0.5
-        ideal[rows, 0, key_pos + 1] = 0.5
+        pair_keys = (tokens[:, :T - 1] - _FIRST_PAIR) // len(DIGITS)  # (N, P)
+        query = tokens[:, T - 1] - _FIRST_KEY  # (N,)
+        ideal[:, 0, :T - 1] = pair_keys == query[:, None]
     return ideal
 
 
 def decode(ids) -> list:
-    """Token ids -> their strings, e.g. ``[3, 10, 20]`` -> ``['3', 'a', '=']``."""
+    """Token ids -> their strings, e.g. ``[3, 10, 22]`` -> ``['3', 'a', 'a2']``."""
     return [VOCAB[int(i)] for i in np.asarray(ids).reshape(-1)]

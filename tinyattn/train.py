@@ -1,0 +1,262 @@
+"""``python -m tinyattn.train``: train a tiny Transformer encoder on a toy task, for real.
+
+    python -m tinyattn.train --task reverse
+    python -m tinyattn.train --task recall --seed 1 --steps 500 --save checkpoints/recall.npz
+
+The model is token embedding + sinusoidal positional encoding + ``ta.nn.TransformerEncoder`` +
+one linear head read at every answer slot (see ``tinyattn.data`` for the sequences). It prints a
+progress line every ``--log-every`` steps (step, loss, accuracy, elapsed, tokens/s), evaluates
+on the held-out test set, and prints one JSON object as its last line::
+
+    {"task": "reverse", "test_accuracy": 1.0, "steps": 1000, "seconds": 14.2, "params": 68758, ...}
+
+``--save PATH`` writes the weights and the configuration to ``PATH`` (an ``.npz``, atomically,
+no pickle) and the training log (the JSON result and the loss curve) to ``PATH`` with ``.json``.
+A run is deterministic for a given seed: data, initialization and batches all come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import autograd, data, nn, optim
+from .nn import functional as F
+from .serialization import atomic_write, load, save
+from .threads import set_num_threads
+
+__all__ = ["Config", "TinyEncoder", "DEFAULT_STEPS", "build_model", "train", "evaluate",
+           "predict", "attention_maps", "ideal_overlap", "save_checkpoint", "load_checkpoint",
+           "checkpoint_path", "main"]
+
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
+
+
+@dataclass
+class Config:
+    """Everything that determines a run (``steps=None`` means DEFAULT_STEPS[task])."""
+
+    task: str = "reverse"
+    seed: int = 0
+    steps: int | None = None
+    batch_size: int = 64
+    d_model: int = 64
+    nhead: int = 4
+    num_layers: int = 2
+    dim_feedforward: int = 128
+    positional: bool = True
+    lr: float = 3e-3
+    warmup: int = 100
+    n_train: int = 20000
+    n_test: int = 1000
+    log_every: int = 100
+
+    def total_steps(self) -> int:
+        return DEFAULT_STEPS[self.task] if self.steps is None else self.steps
+
+
+class TinyEncoder(nn.Module):
+    """Embedding + positional encoding + TransformerEncoder + a linear head per position.
+
+    tokens (N, L) int -> logits (N, L, vocab_size). Pre-norm layers (``norm_first=True``) with
+    a final LayerNorm, no dropout. The answer slots (token ``?``) carry no information, so they
+    are masked as keys: every attention row is a distribution over the given tokens and ``=``.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 128, max_len: int = 64, positional: bool = True):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.positions = nn.PositionalEncoding(d_model, max_len) if positional else nn.Identity()
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def forward(self, tokens):
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens has shape {tokens.shape}; expected (N, L) integer ids")
+        x = self.positions(self.embedding(tokens))  # (N, L, d_model)
+        x = self.encoder(x, src_key_padding_mask=tokens == data.SLOT)  # (N, L, d_model)
+        return self.head(x)  # (N, L, vocab_size)
+
+
+def build_model(config: Config) -> TinyEncoder:
+    """A freshly initialized TinyEncoder for ``config`` (seeded with ``config.seed``)."""
+    autograd.manual_seed(config.seed)
+    return TinyEncoder(len(data.VOCAB), config.d_model, config.nhead, config.num_layers,
+                       config.dim_feedforward, positional=config.positional)
+
+
+def answer_logits(model: TinyEncoder, tokens: np.ndarray, task: str):
+    """The logits at the answer slots: tokens (N, L) -> (N, answer_len, vocab_size)."""
+    return model(tokens)[:, data.task_spec(task).answer_positions]  # (N, A, V)
+
+
+def predict(model: TinyEncoder, tokens: np.ndarray, task: str, batch_size: int = 500) -> np.ndarray:
+    """Greedy answers, (N, L) -> (N, answer_len) token ids, in eval mode without a graph."""
+    model.eval()
+    out = []
+    with autograd.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            logits = answer_logits(model, tokens[start:start + batch_size], task)  # (n, A, V)
+            out.append(logits.data.argmax(axis=-1))  # (n, A)
+    return np.concatenate(out)
+
+
+def evaluate(model: TinyEncoder, split: data.Split) -> float:
+    """Token accuracy on the answer slots of ``split``: mean of (prediction == answer)."""
+    return float(np.mean(predict(model, split.tokens, split.task) == split.answers))
+
+
+def attention_maps(model: TinyEncoder, tokens: np.ndarray) -> np.ndarray:
+    """Per-layer, per-head attention weights: tokens (N, L) -> (num_layers, N, H, L, L).
+
+    Recorded with ``nn.record_attention`` in eval mode without a graph; row q of [l, n, h] is
+    where position q looks in layer l, head h (zero on the masked answer slots).
+    """
+    model.eval()
+    with autograd.no_grad(), nn.record_attention(model) as record:
+        model(tokens)
+    return record.stack()  # (layers, N, H, L, L)
+
+
+def ideal_overlap(maps: np.ndarray, ideal: np.ndarray, answer_positions) -> np.ndarray:
+    """How much of each head's attention from the answer slots falls on the ideal pattern.
+
+    maps (layers, N, H, L, L) from ``attention_maps``; ideal (N, A, L) from
+    ``data.ideal_attention``. For each slot row w and ideal row p, overlap = Σ_j min(w_j, p_j):
+    1 when the head looks exactly where the ideal does, 0 when it looks elsewhere. Returns the
+    mean over examples and slots, (layers, H).
+    """
+    rows = maps[:, :, :, answer_positions, :]  # (layers, N, H, A, L)
+    return np.minimum(rows, ideal[None, :, None]).sum(axis=-1).mean(axis=(1, 3))  # (layers, H)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    ramp = min(1.0, (step + 1) / warmup)
+    return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def train(config: Config, log=print):
+    """Train a TinyEncoder on ``config.task``; return (model, result dict, history list).
+
+    The loss is the cross-entropy of the answer tokens at the answer slots, averaged over
+    slots and batch. ``history`` holds one dict per logged step: step, loss, accuracy (both
+    averaged over the steps since the previous log line), seconds.
+    """
+    if config.task not in data.TASKS:
+        raise ValueError(f"unknown task {config.task!r}; expected one of {', '.join(data.TASKS)}")
+    total = config.total_steps()
+    train_set, test_set = data.make_splits(config.task, config.n_train, config.n_test, config.seed)
+    model = build_model(config)
+    opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
+    sched = optim.LambdaLR(opt, lambda s: _lr_factor(s, config.warmup, total))
+    batches = np.random.default_rng([config.seed, 1])
+    V, L = len(data.VOCAB), data.task_spec(config.task).seq_len
+    history, losses, hits = [], [], []
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, total + 1):
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
+        answers = train_set.answers[idx]  # (B, A)
+        logits = answer_logits(model, train_set.tokens[idx], config.task)  # (B, A, V)
+        loss = F.cross_entropy(logits.reshape(-1, V), answers.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        hits.append(float(np.mean(logits.data.argmax(axis=-1) == answers)))
+        if step % config.log_every == 0 or step == total:
+            elapsed = time.perf_counter() - start
+            history.append({"step": step, "loss": float(np.mean(losses)),
+                            "accuracy": float(np.mean(hits)), "seconds": round(elapsed, 3)})
+            log(f"step {step:5d}/{total}  loss {history[-1]['loss']:.4f}  "
+                f"acc {history[-1]['accuracy']:.3f}  {elapsed:6.1f}s  "
+                f"{step * config.batch_size * L / elapsed:,.0f} tokens/s")
+            losses, hits = [], []
+    train_seconds = time.perf_counter() - start
+    test_accuracy = evaluate(model, test_set)
+    result = {
+        "task": config.task, "test_accuracy": test_accuracy, "steps": total,
+        "seconds": round(time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
+        "params": model.num_parameters(), "seed": config.seed,
+        "final_loss": history[-1]["loss"] if history else None,
+        "chance_accuracy": 1.0 / len(data.DIGITS),
+    }
+    return model, result, history
+
+
+def save_checkpoint(model: TinyEncoder, config: Config, path) -> None:
+    """Write the weights and the config (as a JSON string in ``__config__``) to an ``.npz``."""
+    state = dict(model.state_dict())
+    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
+    save(state, path)
+
+
+def load_checkpoint(path):
+    """Rebuild the model saved by ``save_checkpoint``: returns (model in eval mode, Config)."""
+    state = load(path)
+    if "__config__" not in state:
+        raise KeyError(f"{path} has no __config__ entry; it was not written by save_checkpoint")
+    config = Config(**json.loads(state.pop("__config__").tobytes().decode()))
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def checkpoint_path(task: str) -> Path:
+    """Where the committed run of ``task`` lives: ``checkpoints/{task}.npz`` in the repository."""
+    data.task_spec(task)
+    return CHECKPOINTS / f"{task}.npz"
+
+
+def _log_path(path) -> str:
+    return os.path.splitext(os.fspath(path))[0] + ".json"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinyattn.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--task", required=True, choices=data.TASKS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training steps (default: {DEFAULT_STEPS})")
+    parser.add_argument("--save", metavar="PATH", help="write the checkpoint (.npz) and its log (.json)")
+    parser.add_argument("--no-positions", action="store_true",
+                        help="drop the positional encoding (a failure mode worth seeing)")
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads (default 1: fastest for a model this small)")
+    args = parser.parse_args(argv)
+    if args.steps is not None and args.steps <= 0:
+        parser.error(f"--steps must be positive, got {args.steps}")
+    set_num_threads(args.threads)
+    config = Config(task=args.task, seed=args.seed, steps=args.steps,
+                    positional=not args.no_positions, log_every=args.log_every)
+    print(f"training on {config.task} for {config.total_steps()} steps (seed {config.seed})", flush=True)
+    model, result, history = train(config, log=lambda line: print(line, flush=True))
+    print(f"held-out accuracy {result['test_accuracy']:.4f} on {config.n_test} test examples", flush=True)
+    if args.save:
+        save_checkpoint(model, config, args.save)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history}, indent=1)
+        atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
+        result["checkpoint"] = os.fspath(args.save)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
