@@ -30,12 +30,12 @@ def make_inputs(seed: int = 0):
 
 
 def tinyattn_step(a):
-    """Forward + backward with the engine; returns the parameter gradients."""
+    """Forward + backward with the engine; returns every gradient."""
     x = ta.Tensor(a["x"], requires_grad=True)
     w1, b1, w2, b2, g, beta = (ta.Tensor(a[k], requires_grad=True) for k in ("w1", "b1", "w2", "b2", "g", "beta"))
     y = F.layer_norm(F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2), D, g, beta, EPS)
     y.backward(a["c"])
-    return x.grad, w1.grad, w2.grad
+    return x.grad, w1.grad, b1.grad, w2.grad, b2.grad, g.grad, beta.grad
 
 
 def numpy_step(a):
@@ -59,7 +59,7 @@ def numpy_step(a):
     dh = dz * (cdf + h * pdf)
     dw1, db1 = dh.T @ x, dh.sum(0)
     dx = dh @ w1
-    return dx, dw1, dw2
+    return dx, dw1, db1, dw2, db2, dg, dbeta
 
 
 def matmuls_only(a):
@@ -77,7 +77,7 @@ def torch_step(torch, a):
     y = TF.layer_norm(TF.linear(TF.gelu(TF.linear(t["x"], t["w1"], t["b1"])), t["w2"], t["b2"]),
                       (D,), t["g"], t["beta"], EPS)
     y.backward(t["c"])
-    return t["x"].grad, t["w1"].grad, t["w2"].grad
+    return tuple(t[k].grad for k in ("x", "w1", "b1", "w2", "b2", "g", "beta"))
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import tinyattn as ta
 import tinyattn.nn as nn
 import tinyattn.nn.functional as F
-from helpers import assert_close, t64
+from helpers import assert_close, seed_snippet, t64
 
 RNG = np.random.default_rng(5)
 
@@ -508,32 +508,8 @@ def test_positional_encoding_modules_add_to_inputs():
     assert list(learned.state_dict()) == ["embedding.weight"]
 
 
-SEED_SNIPPET = '''
-import torch
-import torch.nn as nn
-
-class TransformerEncoder(nn.Module):
-    def __init__(self, d_model, nhead, num_layers, dim_feedforward=2048, dropout=0.1):
-        super(TransformerEncoder, self).__init__()
-        encoder_layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout)
-        self.transformer_encoder = nn.TransformerEncoder(encoder_layer, num_layers)
-
-    def forward(self, src, src_mask=None, src_key_padding_mask=None):
-        output = self.transformer_encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
-        return output
-'''
-
-
-def seed_snippet_on_tinyattn():
-    """The seed article's section-5 code with torch.nn replaced by tinyattn.nn, nothing else."""
-    code = SEED_SNIPPET.replace("import torch.nn as nn", "import tinyattn.nn as nn").replace("import torch\n", "import tinyattn\n")
-    namespace = {}
-    exec(compile(code, "seed_snippet", "exec"), namespace)
-    return namespace["TransformerEncoder"]
-
-
 def test_the_seed_snippet_runs_unchanged_on_tinyattn():
-    TransformerEncoder = seed_snippet_on_tinyattn()
+    TransformerEncoder = seed_snippet("tinyattn")
     ta.manual_seed(0)
     model = TransformerEncoder(d_model=16, nhead=4, num_layers=2, dim_feedforward=32, dropout=0.0)
     src = ta.randn(7, 3, 16)  # (S, N, E): sequence-first, as in PyTorch by default

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import tinyattn as ta
-from helpers import assert_close, import_torch
-from test_attention import SEED_SNIPPET, seed_snippet_on_tinyattn
+from helpers import assert_close, import_torch, seed_snippet
 
 torch = import_torch()
 RNG = np.random.default_rng(6)
@@ -212,11 +211,10 @@ def test_three_layer_encoder_matches_torch(final_norm, causal):
     compare_params(ours, theirs)
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
 def test_seed_snippet_gives_torch_outputs_with_torch_weights():
-    namespace = {}
-    exec(compile(SEED_SNIPPET, "seed_snippet_torch", "exec"), namespace)
-    theirs = namespace["TransformerEncoder"](d_model=16, nhead=4, num_layers=2, dim_feedforward=32, dropout=0.0).double()
-    ours = seed_snippet_on_tinyattn()(d_model=16, nhead=4, num_layers=2, dim_feedforward=32, dropout=0.0).double()
+    theirs = seed_snippet("torch")(d_model=16, nhead=4, num_layers=2, dim_feedforward=32, dropout=0.0).double()
+    ours = seed_snippet("tinyattn")(d_model=16, nhead=4, num_layers=2, dim_feedforward=32, dropout=0.0).double()
     load_from_torch(ours, theirs)
     src = RNG.standard_normal((7, 3, 16))
     kpm = np.zeros((3, 7), bool)

@@ -5,14 +5,13 @@ rather than silently changing what a notebook teaches."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
 
 import tinyattn as ta
 import tinyattn.nn.functional as F
-from helpers import assert_close, import_torch
+from helpers import assert_close, import_torch, seed_snippet
 from tinyattn.gallery import encoder as gallery
 
 
@@ -441,24 +440,8 @@ def test_pytorch_transformer_encoder_copies_start_identical():
     assert all(torch.equal(sd[k], sds[0][k]) for sd in sds for k in sd)
 
 
-def seed_snippet(nn):
-    """The seed article's section-5 class, verbatim but for the module it is given."""
-
-    class TransformerEncoder(nn.Module):
-        def __init__(self, d_model, nhead, num_layers, dim_feedforward=2048, dropout=0.1):
-            super(TransformerEncoder, self).__init__()
-            encoder_layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout)
-            self.transformer_encoder = nn.TransformerEncoder(encoder_layer, num_layers)
-
-        def forward(self, src, src_mask=None, src_key_padding_mask=None):
-            output = self.transformer_encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask)
-            return output
-
-    return TransformerEncoder
-
-
 def test_seed_snippet_runs_on_tinyattn_and_padding_is_invisible():
-    model = seed_snippet(ta.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32)
+    model = seed_snippet("tinyattn")(d_model=16, nhead=4, num_layers=2, dim_feedforward=32)
     src = ta.tensor(np.random.default_rng(15).standard_normal((7, 2, 16)))
     model.double()
     assert not np.allclose(model(src).data, model(src).data)  # dropout in training mode
@@ -469,21 +452,3 @@ def test_seed_snippet_runs_on_tinyattn_and_padding_is_invisible():
     pad[1, 5:] = True
     padded = model(src, src_key_padding_mask=pad)
     assert_close(padded.data[:5, 1], model(src[:5, 1:2]).data[:, 0], rtol=1e-10, atol=1e-12, what="padding")
-
-
-def test_seed_snippet_loads_pytorch_weights():
-    torch = import_torch()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch warns that nested tensors need batch_first
-        t_model = seed_snippet(torch.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32)
-    t_model.double().eval()
-    model = seed_snippet(ta.nn)(d_model=16, nhead=4, num_layers=2, dim_feedforward=32).double().eval()
-    missing, unexpected = model.load_state_dict({k: v.numpy() for k, v in t_model.state_dict().items()})
-    assert missing == [] and unexpected == []
-    src = np.random.default_rng(16).standard_normal((7, 2, 16))
-    pad = np.zeros((2, 7), dtype=bool)
-    pad[1, 5:] = True
-    with torch.no_grad():
-        t_out = t_model(torch.tensor(src), src_key_padding_mask=torch.tensor(pad)).numpy()
-    assert_close(model(ta.tensor(src), src_key_padding_mask=pad), t_out, rtol=1e-10, atol=1e-12,
-                 what="seed model")

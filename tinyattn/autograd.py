@@ -657,8 +657,12 @@ class Tensor:
         return _result(out, (self,), lambda g: (np.where(mask, np.zeros((), g.dtype), g),))
 
 
-def _reverse_topological(root: Tensor):
-    """Nodes that require grad, each after every node that uses it (iterative DFS)."""
+def _reverse_topological(root: Tensor, grad_only: bool = True):
+    """The graph of ``root``, each node after every node that uses it (iterative DFS).
+
+    grad_only: just the nodes that require grad (all that backward visits); False: every tensor,
+    constants included (for drawing the graph).
+    """
     order, seen = [], set()
     stack = [(root, False)]
     while stack:
@@ -670,7 +674,8 @@ def _reverse_topological(root: Tensor):
             continue
         seen.add(id(node))
         stack.append((node, True))
-        stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in seen)
+        stack.extend((p, False) for p in reversed(node._parents)
+                     if (p.requires_grad or not grad_only) and id(p) not in seen)
     return reversed(order)
 
 

@@ -40,16 +40,14 @@ TILE_SKIPPED, TILE_MASKED, TILE_FULL = 0, 1, 2
 # ----------------------------------------------------------------------------------------------
 
 def _check_qkv(name: str, q: Tensor, k: Tensor, v: Tensor) -> None:
-    """query (..., N, d), key (..., S, d), value (..., S, dv) with equal leading dims and dtype."""
-    for label, t in (("query", q), ("key", k), ("value", v)):
-        if t.ndim < 2:
-            raise ValueError(f"{name}: {label} must be at least 2-D (..., seq, dim), got shape {t.shape}")
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"{name}: key has shape {k.shape} but query has shape {q.shape}; "
-                         f"expected key (..., S, {q.shape[-1]})")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{name}: key has shape {k.shape} and value has shape {v.shape}; "
-                         f"their sequence lengths must match")
+    """query (..., N, d), key (..., S, d), value (..., S, dv) with equal leading dims and dtype.
+
+    The checks SDPA makes (ranks, key dim, sequence lengths), then what these kernels add.
+    """
+    try:
+        F._check_qkv(q, k, v, enable_gqa=False)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
     if k.shape[-2] == 0:
         raise ValueError(f"{name}: key has shape {k.shape}; attention needs at least one key")
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:

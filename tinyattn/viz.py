@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .autograd import Tensor
+from .autograd import Tensor, _reverse_topological
 
 __all__ = ["heatmap", "attention_grid", "mask_picture", "positional_encoding_picture",
            "computation_graph", "curves", "token_vectors"]
@@ -264,22 +264,6 @@ def positional_encoding_picture(pe, similarity=True, title=None):
 # computation graphs
 # ----------------------------------------------------------------------------------------------
 
-def _graph_nodes(output: Tensor) -> list:
-    """Every tensor in the graph of ``output``, each after all of its parents (iterative DFS)."""
-    order, seen, stack = [], set(), [(output, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in reversed(node.parents) if id(p) not in seen)
-    return order
-
-
 def _columns(nodes: list) -> dict:
     """Column of each node: ops at 1 + their deepest parent, leaves just left of their first use."""
     col = {}
@@ -344,7 +328,7 @@ def computation_graph(output, names=None, title=None):
         raise ValueError("output has no graph (it is a leaf, or was computed under no_grad() or "
                          "from inputs without requires_grad=True)")
     names = {id(k) if isinstance(k, Tensor) else k: v for k, v in (names or {}).items()}
-    nodes = _graph_nodes(output)
+    nodes = list(_reverse_topological(output, grad_only=False))[::-1]  # parents first
     col = _columns(nodes)
     y = _rows(nodes, col)
     ncol = max(col.values()) + 1

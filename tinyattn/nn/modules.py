@@ -10,7 +10,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import autograd
 from ..autograd import DEFAULT_DTYPE, Tensor
 from . import functional as F
 from . import init
@@ -334,7 +333,20 @@ class Identity(Module):
         return input
 
 
-class Sequential(Module):
+class _Container(Module):
+    """Indexing, length and iteration over the registered sub-modules."""
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_Container):
     """Modules applied in order; keys "0", "1", ... (or the names of an OrderedDict)."""
 
     def __init__(self, *modules):
@@ -346,22 +358,13 @@ class Sequential(Module):
             for i, m in enumerate(modules):
                 setattr(self, str(i), m)
 
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def forward(self, input):
         for m in self._modules.values():
             input = m(input)
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_Container):
     """A list of modules registered under the keys "0", "1", ..."""
 
     def __init__(self, modules=()):
@@ -372,15 +375,6 @@ class ModuleList(Module):
     def append(self, module: Module) -> "ModuleList":
         setattr(self, str(len(self._modules)), module)
         return self
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
 
 
 # ----------------------------------------------------------------------------------------------
