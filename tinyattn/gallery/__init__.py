@@ -7,4 +7,5 @@ registers them all, in the order the README shows them.
 from . import engine  # noqa: F401
 from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
+from . import training  # noqa: F401
 from . import efficient  # noqa: F401
