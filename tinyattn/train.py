@@ -35,8 +35,8 @@ from .serialization import atomic_write, load, save
 from .threads import set_num_threads
 
 __all__ = ["Config", "TinyEncoder", "DEFAULT_STEPS", "build_model", "train", "evaluate",
-           "predict", "attention_maps", "ideal_overlap", "save_checkpoint", "load_checkpoint",
-           "checkpoint_path", "main"]
+           "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
+           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main"]
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
@@ -71,6 +71,8 @@ class TinyEncoder(nn.Module):
     tokens (N, L) int -> logits (N, L, vocab_size). Pre-norm layers (``norm_first=True``) with
     a final LayerNorm, no dropout. The answer slots (token ``?``) carry no information, so they
     are masked as keys: every attention row is a distribution over the given tokens and ``=``.
+
+    logits = LN(Encoder(E[tokens] + PE; mask)) Wᵀ + b, mask = −inf on the keys that are ``?``.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
@@ -144,7 +146,7 @@ def ideal_overlap(maps: np.ndarray, ideal: np.ndarray, answer_positions) -> np.n
     return np.minimum(rows, ideal[None, :, None]).sum(axis=-1).mean(axis=(1, 3))  # (layers, H)
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
     ramp = min(1.0, (step + 1) / warmup)
     return ramp * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
@@ -163,7 +165,7 @@ def train(config: Config, log=print):
     train_set, test_set = data.make_splits(config.task, config.n_train, config.n_test, config.seed)
     model = build_model(config)
     opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
-    sched = optim.LambdaLR(opt, lambda s: _lr_factor(s, config.warmup, total))
+    sched = optim.LambdaLR(opt, lambda s: lr_factor(s, config.warmup, total))
     batches = np.random.default_rng([config.seed, 1])
     V, L = len(data.VOCAB), data.task_spec(config.task).seq_len
     history, losses, hits = [], [], []
