@@ -10,9 +10,9 @@ attention row shows where the model looks for that answer::
 
 In ``recall`` each key-value pair is one token (``a2`` = key ``a``, value ``2``), followed by a
 query key. Written as two tokens per pair, the task needs two attention hops that only pay off
-together (bind each value to its key, then match the query), and a model this small sits on a
-plateau for tens of thousands of steps before it finds them; one token per pair leaves one hop:
-match the query against the pairs' keys.
+together (bind each value to its key, then match the query); in our runs a model of this size
+stayed on a loss plateau (accuracy about 0.34) for 15,000 steps. One token per pair leaves one
+hop, matching the query against the pairs' keys, and trains in a few hundred steps.
 
 The ideal attention of the slot for answer i (``ideal_attention``), over the whole sequence:
 
