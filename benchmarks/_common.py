@@ -30,6 +30,27 @@ def median_time(fn, repeat: int = 7, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict, repeat: int = 9, warmup: int = 1) -> dict:
+    """Median seconds of each ``fns[name]()``, timed one run of each per round.
+
+    Interleaving puts slow drifts of a shared machine on every implementation alike. Time
+    PyTorch in a later call than NumPy code: its OpenMP threads keep spinning on the cores
+    for a while after each call and would slow whatever runs next.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for i in range(repeat):
+        progress(f"  round {i + 1}/{repeat}")
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def peak_memory(fn) -> int:
     """Peak bytes allocated (as NumPy reports them to tracemalloc) while ``fn()`` runs."""
     gc.collect()

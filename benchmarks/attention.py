@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 import tinyattn as ta
-from _common import machine_line, median_time, progress, try_torch, write_section
+from _common import interleaved_medians, machine_line, median_time, progress, try_torch, write_section
 
 B, T, E, H, FF = 16, 128, 256, 8, 1024
 SDPA_SHAPE = (8, 8, 512, 64)
@@ -77,44 +77,47 @@ def main(argv=None) -> None:
     torch = try_torch()
     x, c = encoder_inputs()
     layer = tinyattn_layer()
-    rows = []
-    progress("encoder layer: tinyattn ...")
-    rows.append(("tinyattn", median_time(lambda: tinyattn_encoder_step(layer, x, c), repeat=args.repeat)))
-    progress("encoder layer: matmuls only ...")
     operands = encoder_matmul_operands(layer)
-    rows.append(("its GEMMs alone (NumPy)", median_time(lambda: encoder_matmuls(operands), repeat=args.repeat)))
-    if torch:
-        tl = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
-        tl.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
-        progress("encoder layer: PyTorch ...")
-        rows.append(("PyTorch CPU", median_time(lambda: torch_encoder_step(torch, tl, x, c), repeat=args.repeat)))
-    enc = dict(rows)
-
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal(SDPA_SHAPE).astype(np.float32) for _ in range(3))
     qt, kt, vt = ta.Tensor(q), ta.Tensor(k), ta.Tensor(v)
-    sdpa_rows = []
-    progress("SDPA forward: tinyattn ...")
-    sdpa_rows.append(("tinyattn SDPA", median_time(
-        lambda: ta.nn.functional.scaled_dot_product_attention(qt, kt, vt), repeat=args.repeat)))
     kT = np.ascontiguousarray(np.swapaxes(k, -1, -2))
+    progress("encoder layer: tinyattn and its GEMMs ...")
+    times = interleaved_medians({
+        "tinyattn": lambda: tinyattn_encoder_step(layer, x, c),
+        "its GEMMs alone (NumPy)": lambda: encoder_matmuls(operands),
+    }, repeat=args.repeat)
+    # SDPA and its matmuls in separate blocks, not interleaved: SDPA's tiles run on worker
+    # threads with one BLAS thread each, and right after a two-thread GEMM OpenBLAS's idle
+    # worker keeps spinning on a core for a few hundred ms (see benchmarks/README.md).
+    progress("SDPA forward: tinyattn ...")
+    times["tinyattn SDPA"] = median_time(
+        lambda: ta.nn.functional.scaled_dot_product_attention(qt, kt, vt), repeat=args.repeat, warmup=3)
     progress("SDPA forward: raw matmuls ...")
-    sdpa_rows.append(("raw matmuls Q·Kᵀ and S·V", median_time(lambda: (q @ kT) @ v, repeat=args.repeat)))
+    times["raw matmuls Q·Kᵀ and S·V"] = median_time(lambda: (q @ kT) @ v, repeat=args.repeat, warmup=3)
     if torch:
+        tl = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True)
+        tl.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
         tq, tk, tv = (torch.tensor(a) for a in (q, k, v))
-        progress("SDPA forward: PyTorch ...")
-        sdpa_rows.append(("PyTorch SDPA", median_time(
-            lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv), repeat=args.repeat)))
-    sd = dict(sdpa_rows)
+        progress("PyTorch ...")
+        times.update(interleaved_medians({
+            "PyTorch CPU": lambda: torch_encoder_step(torch, tl, x, c),
+            "PyTorch SDPA": lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv),
+        }, repeat=args.repeat))
+    rows = [(n, times[n]) for n in ("tinyattn", "its GEMMs alone (NumPy)", "PyTorch CPU") if n in times]
+    sdpa_rows = [(n, times[n]) for n in ("tinyattn SDPA", "raw matmuls Q·Kᵀ and S·V", "PyTorch SDPA") if n in times]
+    enc, sd = dict(rows), dict(sdpa_rows)
 
-    lines = [f"Machine: {machine_line()}. Medians of {args.repeat} runs, float32.", "",
+    lines = [f"Machine: {machine_line()}. Medians of {args.repeat} runs, float32; PyTorch timed "
+             f"after the rest (its spinning OpenMP threads would slow what runs next).", "",
              f"**Encoder layer** forward + backward, B={B}, T={T}, E={E}, H={H}, FF={FF}, dropout 0, batch_first:",
              "", "| implementation | median ms | vs tinyattn |", "|---|---:|---:|"]
     lines += [f"| {n} | {t * 1e3:.1f} | {t / enc['tinyattn']:.2f}× |" for n, t in rows]
     if torch:
         lines += ["", f"tinyattn / PyTorch = **{enc['tinyattn'] / enc['PyTorch CPU']:.2f}×** (target ≤ 1.5×)."]
     lines += [f"tinyattn / its GEMMs alone = {enc['tinyattn'] / enc['its GEMMs alone (NumPy)']:.2f}×.", "",
-              f"**SDPA forward**, shape {SDPA_SHAPE}:", "", "| implementation | median ms | vs raw matmuls |",
+              f"**SDPA forward**, shape {SDPA_SHAPE}, each timed in its own block:", "",
+              "| implementation | median ms | vs raw matmuls |",
               "|---|---:|---:|"]
     raw = sd["raw matmuls Q·Kᵀ and S·V"]
     lines += [f"| {n} | {t * 1e3:.1f} | {t / raw:.2f}× |" for n, t in sdpa_rows]

@@ -16,7 +16,7 @@ import numpy as np
 
 import tinyattn as ta
 import tinyattn.nn.functional as F
-from _common import machine_line, median_time, progress, try_torch, write_section
+from _common import interleaved_medians, machine_line, progress, try_torch, write_section
 
 M, D, HIDDEN, EPS = 4096, 256, 1024, 1e-5
 
@@ -89,15 +89,17 @@ def main(argv=None) -> None:
     for ours, ref in zip(tinyattn_step(a), numpy_step(a)):  # same math, same numbers
         np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3)
     torch = try_torch()
-    rows = []
-    for name, fn in [("tinyattn (autograd)", lambda: tinyattn_step(a)), ("hand-written NumPy", lambda: numpy_step(a)),
-                     ("NumPy GEMMs only", lambda: matmuls_only(a))] + (
-            [("PyTorch CPU", lambda: torch_step(torch, a))] if torch else []):
-        progress(f"timing {name} ...")
-        rows.append((name, median_time(fn, repeat=args.repeat)))
+    progress("tinyattn and NumPy ...")
+    times = interleaved_medians({"tinyattn (autograd)": lambda: tinyattn_step(a),
+                                 "hand-written NumPy": lambda: numpy_step(a),
+                                 "NumPy GEMMs only": lambda: matmuls_only(a)}, repeat=args.repeat)
+    if torch:
+        progress("PyTorch ...")
+        times.update(interleaved_medians({"PyTorch CPU": lambda: torch_step(torch, a)}, repeat=args.repeat))
+    rows = list(times.items())
     base = dict(rows)["hand-written NumPy"]
     lines = [f"MLP block Linear({D}→{HIDDEN}) → GELU → Linear({HIDDEN}→{D}) → LayerNorm on x ({M}, {D}), "
-             f"float32, forward + backward; median of {args.repeat} runs.", "",
+             f"float32, forward + backward; medians of {args.repeat} interleaved runs (PyTorch timed after the rest).", "",
              f"Machine: {machine_line()}.", "", "| implementation | median ms | vs hand-written NumPy |",
              "|---|---:|---:|"]
     lines += [f"| {name} | {t * 1e3:.1f} | {t / base:.2f}× |" for name, t in rows]

@@ -60,6 +60,11 @@ def test_erf_matches_math_erf_to_a_few_ulp():
     rel = np.abs(got - expected) / np.maximum(np.abs(expected), np.finfo(float).tiny)
     assert rel.max() < 2e-15, f"erf worst relative error {rel.max():.3g} at x={x[np.argmax(rel)]}"
     assert F.erf(np.float32(0.5) * np.ones(3, np.float32)).dtype == np.float32
+    big = RNG.standard_normal((300, 700)) * 3  # several blocks, the last one ragged
+    got_big = F.erf(big)
+    sample = np.unravel_index(np.arange(0, big.size, 97), big.shape)
+    expected_big = np.array([math.erf(v) for v in big[sample]])
+    assert np.abs(got_big[sample] - expected_big).max() < 4e-16 and got_big.shape == big.shape
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])

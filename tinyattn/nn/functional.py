@@ -7,13 +7,16 @@ each against autograd through the primitive ops of ``tinyattn.autograd``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .. import autograd
 from ..autograd import Tensor, _axes, _result, unbroadcast
+from ..threads import get_num_threads, set_num_threads
 
 __all__ = [
     "linear", "relu", "gelu", "erf", "softmax", "log_softmax", "layer_norm", "dropout",
@@ -80,51 +83,59 @@ _ERF_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01
 _ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
           1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
           3.43936767414372164e03, 1.23033935480374942e03)
-_ERF_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
-          1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)
-_ERF_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1,
-          6.05183413124413191e-2, 2.33520497626869185e-3)
+_ERF_BLOCK = 1 << 16  # elements per block: one block's temporaries stay in cache
 
 
-def _erfc_scaled_tail(y: np.ndarray) -> np.ndarray:
-    """erfc(y) for y > 0.46875, from Cody's rational approximations of exp(y^2) erfc(y)."""
-    y = np.minimum(y, 30.0)  # erfc(30) underflows to 0 in float64; keeps y = inf from making NaN
-    mid = y <= 4.0
-    r = np.empty_like(y)
-    z = y[mid]
-    num, den = _ERF_C[8] * z, z
+def _erf_block(x: np.ndarray) -> np.ndarray:
+    """erf on a 1-D float block: Cody's rational for |x| ≤ 0.46875, else 1 − erfc(|x|).
+
+    For |x| > 4 the middle-range rational still gives erfc to far better than the 1e-8
+    relative that 1 − erfc needs, and erf(6) rounds to 1, so two branches cover every x.
+    """
+    y = np.abs(x)
+    np.minimum(y, 6.0, out=y)
+    zz = y * y
+    num, den = zz * _ERF_A[4], zz.copy()
+    for a, b in zip(_ERF_A[:3], _ERF_B[:3]):
+        num += a
+        num *= zz
+        den += b
+        den *= zz
+    num += _ERF_A[3]
+    den += _ERF_B[3]
+    num /= den
+    small = num * y  # erf(y) for y ≤ 0.46875
+    num, den = y * _ERF_C[8], y.copy()
     for c, d in zip(_ERF_C[:7], _ERF_D[:7]):
-        num, den = (num + c) * z, (den + d) * z
-    r[mid] = (num + _ERF_C[7]) / (den + _ERF_D[7])
-    z = y[~mid]
-    zz = 1.0 / (z * z)
-    num, den = _ERF_P[5] * zz, zz
-    for p, q in zip(_ERF_P[:4], _ERF_Q[:4]):
-        num, den = (num + p) * zz, (den + q) * zz
-    r[~mid] = (1.0 / math.sqrt(math.pi) - zz * (num + _ERF_P[4]) / (den + _ERF_Q[4])) / z
-    t = np.trunc(y * 16) / 16  # exp(-y^2) split as exp(-t^2) exp(-(y-t)(y+t)) to keep precision
-    return np.exp(-t * t) * np.exp(-(y - t) * (y + t)) * r
+        num += c
+        num *= y
+        den += d
+        den *= y
+    num += _ERF_C[7]
+    den += _ERF_D[7]
+    num /= den  # exp(y²) erfc(y)
+    np.negative(zz, out=zz)
+    np.exp(zz, out=zz)
+    num *= zz
+    tail = np.subtract(1.0, num, out=num)  # 1 − erfc(y) for y > 0.46875
+    out = np.where(y <= 0.46875, small, tail)
+    return np.copysign(out, x, out=out)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, vectorized (W. J. Cody 1969, as in SPECFUN's CALERF).
+    """The error function, vectorized (W. J. Cody 1969, the rationals of SPECFUN's CALERF).
 
-    Accurate to a few ulp in float64 (checked against ``math.erf`` in the tests); evaluated in
-    the dtype of ``x``. NumPy has no erf and SciPy is not a dependency, hence this function.
+    Within a few ulp of ``math.erf`` in float64 (checked in the tests); evaluated in the dtype
+    of a float ``x``, in cache-sized blocks. NumPy has no erf and SciPy is not a dependency.
     """
     x = np.asarray(x)
-    y = np.abs(x)
-    out = np.empty_like(x)
-    small = y <= 0.46875
-    z = x[small]
-    zz = z * z
-    num, den = _ERF_A[4] * zz, zz
-    for a, b in zip(_ERF_A[:3], _ERF_B[:3]):
-        num, den = (num + a) * zz, (den + b) * zz
-    out[small] = z * (num + _ERF_A[3]) / (den + _ERF_B[3])
-    big = ~small
-    out[big] = np.sign(x[big]) * (1.0 - _erfc_scaled_tail(y[big]))
-    return out
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(0, flat.size, _ERF_BLOCK):
+        out[i:i + _ERF_BLOCK] = _erf_block(flat[i:i + _ERF_BLOCK])
+    return out.reshape(x.shape)
 
 
 def gelu(input, approximate: str = "none") -> Tensor:
@@ -405,7 +416,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = scale·dS K, dK = scale·dSᵀ Q.
     Two details make it fast without changing the math: the row sums ℓ of exp(S − max) divide
     the (L, Ev) output instead of the (L, S) weights, and rowsum(dP ∘ P) = rowsum(dO ∘ O) is an
-    O(L·Ev) product. The work runs in tiles of about one L2 cache of scores (``_tiles``).
+    O(L·Ev) product. The work runs in tiles of about one L2 cache of scores, on as many
+    threads as BLAS may use (``_for_each_tile``).
     """
     q, k, v = _tensor(query, "query"), _tensor(key, "key"), _tensor(value, "value")
     repeat = _check_qkv(q, k, v, enable_gqa)
@@ -425,7 +437,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
                                  f"the scores' shape {batch + (L, S)}") from None
 
     dtype = np.result_type(q.dtype, kd.dtype, vd.dtype)
-    Q = _flatten_batch(q.data * np.asarray(scale, q.dtype), batch, (L, E))  # (G, L, E), pre-scaled
+    scale_ = np.asarray(scale, dtype)
+    Q = _flatten_batch(q.data, batch, (L, E))  # (G, L, E)
     K = _flatten_batch(kd, batch, (S, E))  # (G, S, E)
     V = _flatten_batch(vd, batch, (S, Ev))  # (G, S, Ev)
     G = Q.shape[0]
@@ -433,11 +446,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     bias = None if float_mask is None else _flatten_batch(float_mask.data, batch, (L, S))  # (G, L, S)
     keep = _keep_mask((G, L, S), dropout_p, dtype) if dropout_p > 0 else None  # (G, L, S)
     X = np.empty((G, L, S), dtype)  # exp(scores − row max): the unnormalized weights
-    O = np.empty((G, L, Ev), dtype)  # the output, normalized after the tiles
-    ell = np.empty((G, L, 1), dtype)  # row sums ℓ of X
-    for gs, rs in _tiles(G, L, S, X.itemsize):
+    O = np.empty((G, L, Ev), dtype)  # the output
+    ell = np.empty((G, L, 1), dtype)  # row sums ℓ of X (1 for a fully masked row)
+
+    def forward_tile(gs, rs):
         x = X[gs, rs]  # (g, r, S), one cache-sized tile
-        np.matmul(Q[gs, rs], np.swapaxes(K[gs], -1, -2), out=x)
+        np.matmul(Q[gs, rs] * scale_, np.swapaxes(K[gs], -1, -2), out=x)
         if bias is not None:
             x += bias[gs, rs]
         if blocked is not None:
@@ -446,10 +460,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
         m[m == -np.inf] = 0.0  # a fully masked row: exp(-inf) = 0 everywhere, never NaN
         x -= m
         np.exp(x, out=x)
-        ell[gs, rs] = np.sum(x, axis=-1, keepdims=True)
-        O[gs, rs] = (x * keep[gs, rs] if keep is not None else x) @ V[gs]  # (g, r, Ev)
-    ell[ell == 0] = 1.0  # fully masked rows: output 0 instead of 0/0
-    O /= ell
+        rowsum = np.sum(x, axis=-1, keepdims=True)  # (g, r, 1)
+        rowsum[rowsum == 0] = 1.0  # fully masked rows: output 0 instead of 0/0
+        ell[gs, rs] = rowsum
+        o = (x * keep[gs, rs] if keep is not None else x) @ V[gs]  # (g, r, Ev)
+        o /= rowsum
+        O[gs, rs] = o
+
+    _for_each_tile(forward_tile, G, L, S, X.itemsize)
 
     def backward(g):
         dO = _flatten_batch(g, batch, (L, Ev)) / ell  # (G, L, Ev): dO / ℓ
@@ -458,7 +476,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
         dK = np.zeros((G, S, E), dtype) if k.requires_grad else None
         dV = np.zeros((G, S, Ev), dtype) if v.requires_grad else None
         dB = np.empty((G, L, S), dtype) if float_mask is not None and float_mask.requires_grad else None
-        for gs, rs in _tiles(G, L, S, X.itemsize):
+
+        def backward_tile(gs, rs):
             x = X[gs, rs]  # (g, r, S) = ℓ P
             xd = x * keep[gs, rs] if keep is not None else x
             if dV is not None:
@@ -469,13 +488,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
             ds -= D[gs, rs]
             ds *= x  # dS = P ∘ (dP − rowsum(dP ∘ P))
             if dQ is not None:
-                dQ[gs, rs] = ds @ K[gs]  # (g, r, E)
+                dq = ds @ K[gs]  # (g, r, E)
+                dq *= scale_
+                dQ[gs, rs] = dq
             if dK is not None:
-                dK[gs] += np.swapaxes(ds, -1, -2) @ Q[gs, rs]  # (g, S, E), Q carries the scale
+                dK[gs] += np.swapaxes(ds, -1, -2) @ (Q[gs, rs] * scale_)  # (g, S, E)
             if dB is not None:
                 dB[gs, rs] = ds
+
+        _for_each_tile(backward_tile, G, L, S, X.itemsize)
         grads = (
-            None if dQ is None else unbroadcast((dQ * np.asarray(scale, dtype)).reshape(batch + (L, E)), q.shape),
+            None if dQ is None else unbroadcast(dQ.reshape(batch + (L, E)), q.shape),
             None if dK is None else unbroadcast(_sum_groups(dK.reshape(batch + (S, E)), repeat), k.shape),
             None if dV is None else unbroadcast(_sum_groups(dV.reshape(batch + (S, Ev)), repeat), v.shape),
         )
@@ -499,18 +522,50 @@ def _flatten_batch(x: np.ndarray, batch: tuple, tail: tuple) -> np.ndarray:
     return np.broadcast_to(x, batch + tail).reshape((-1,) + tail)
 
 
-def _tiles(G: int, L: int, S: int, itemsize: int):
-    """(batch slice, row slice) pairs covering a (G, L, S) score array in ~_TILE_BYTES tiles."""
+def _tile_groups(G: int, L: int, S: int, itemsize: int) -> list:
+    """Split a (G, L, S) score array into tiles of about _TILE_BYTES, grouped by matrix.
+
+    Returns [(batch slice, [row slices])]: each group owns whole matrices, so groups can run
+    in parallel (the backward accumulates dK and dV over a matrix's row tiles).
+    """
     per_matrix = L * S * itemsize
     if per_matrix <= _TILE_BYTES:
         step = _TILE_BYTES // per_matrix
-        for g in range(0, G, step):
-            yield slice(g, g + step), slice(None)
-        return
+        return [(slice(g, g + step), [slice(None)]) for g in range(0, G, step)]
     rows = max(1, _TILE_BYTES // (S * itemsize))
-    for g in range(G):
-        for r in range(0, L, rows):
-            yield slice(g, g + 1), slice(r, r + rows)
+    return [(slice(g, g + 1), [slice(r, r + rows) for r in range(0, L, rows)]) for g in range(G)]
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tinyattn")
+
+
+def _for_each_tile(work, G: int, L: int, S: int, itemsize: int) -> None:
+    """Call work(batch slice, row slice) on every tile, one group per thread.
+
+    As many threads as BLAS may use (``ta.set_num_threads``), each making single-threaded BLAS
+    calls: NumPy releases the GIL in matmul and ufuncs, so the softmax passes use every core
+    too, instead of one core while BLAS threads sit idle. Tiles write disjoint slices.
+    """
+    groups = _tile_groups(G, L, S, itemsize)
+
+    def run(group):
+        gs, row_slices = group
+        for rs in row_slices:
+            work(gs, rs)
+
+    blas_threads = get_num_threads() or 1
+    workers = min(blas_threads, len(groups))
+    if workers <= 1:
+        for group in groups:
+            run(group)
+        return
+    set_num_threads(1)
+    try:
+        list(_thread_pool(workers).map(run, groups))
+    finally:
+        set_num_threads(blas_threads)
 
 
 def _sum_groups(grad: np.ndarray, repeat: int) -> np.ndarray:
