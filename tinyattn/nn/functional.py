@@ -228,29 +228,33 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     for name, p in (("weight", w), ("bias", b)):
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
-    axes = tuple(range(x.ndim - len(shape), x.ndim))
-    batch_axes = tuple(range(x.ndim - len(shape)))
-    d = x.data
-    mu = d.mean(axis=axes, keepdims=True)
-    xc = d - mu
-    rstd = 1.0 / np.sqrt(np.mean(xc * xc, axis=axes, keepdims=True) + eps)
-    xhat = xc
+    n = int(np.prod(shape))
+    d = x.data.reshape(-1, n)  # (M, n): the normalized axes flattened
+    mu = d.mean(axis=1, keepdims=True)  # (M, 1)
+    xhat = d - mu  # (M, n), normalized in place below
+    rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (M, 1)
     xhat *= rstd
-    y = xhat * w.data if w is not None else xhat
-    y = y + b.data if b is not None else y
+    y = xhat * w.data.reshape(-1) if w is not None else xhat.copy()
+    if b is not None:
+        y += b.data.reshape(-1)
 
     affine = tuple(p for p in (w, b) if p is not None)
 
     def backward(g):
+        g2 = g.reshape(-1, n)  # (M, n)
         gx = None
         if x.requires_grad:
-            gh = g * w.data if w is not None else g
-            gx = rstd * (gh - gh.mean(axis=axes, keepdims=True)
-                         - xhat * np.mean(gh * xhat, axis=axes, keepdims=True))
-        gw = np.sum(g * xhat, axis=batch_axes) if w is not None and w.requires_grad else None
-        gb = np.sum(g, axis=batch_axes) if b is not None and b.requires_grad else None
+            gx = g2 * w.data.reshape(-1) if w is not None else g2.copy()  # ĝ, then dx in place
+            dot = np.einsum("ij,ij->i", gx, xhat)[:, None] / n  # (M, 1): mean(ĝ ∘ x̂)
+            gx -= gx.mean(axis=1, keepdims=True)
+            gx -= xhat * dot
+            gx *= rstd
+            gx = gx.reshape(x.shape)
+        gw = np.einsum("ij,ij->j", g2, xhat).reshape(shape) if w is not None and w.requires_grad else None
+        gb = g2.sum(axis=0).reshape(shape) if b is not None and b.requires_grad else None
         return (gx,) + ((gw,) if w is not None else ()) + ((gb,) if b is not None else ())
 
+    y = y.reshape(x.shape)
     return _result(y, (x,) + affine, backward)
 
 
