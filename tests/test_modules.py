@@ -122,6 +122,9 @@ def test_save_load_round_trip_atomic_and_pickle_free(tmp_path):
     path = tmp_path / "ckpt.npz"
     ta.save(model.state_dict(), path)
     assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"], "no temporary file may be left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, "a normal file's permissions"
     loaded = ta.load(path)
     assert list(loaded) == list(model.state_dict())
     for k, v in model.state_dict().items():
