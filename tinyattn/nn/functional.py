@@ -86,6 +86,23 @@ _ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02
 _ERF_BLOCK = 1 << 16  # elements per block: one block's temporaries stay in cache
 
 
+def _rational(z: np.ndarray, P: tuple, Q: tuple) -> np.ndarray:
+    """Cody's rational function of z, by Horner's rule on two new arrays:
+
+    (((P[-1] z + P[0]) z + P[1]) z + … ) z + P[-2]  over  (((z + Q[0]) z + Q[1]) z + … ) z + Q[-1].
+    """
+    num, den = z * P[-1], z.copy()
+    for p, q in zip(P[:-2], Q[:-1]):
+        num += p
+        num *= z
+        den += q
+        den *= z
+    num += P[-2]
+    den += Q[-1]
+    num /= den
+    return num
+
+
 def _erf_block(x: np.ndarray) -> np.ndarray:
     """erf on a 1-D float block: Cody's rational for |x| ≤ 0.46875, else 1 − erfc(|x|).
 
@@ -95,29 +112,13 @@ def _erf_block(x: np.ndarray) -> np.ndarray:
     y = np.abs(x)
     np.minimum(y, 6.0, out=y)
     zz = y * y
-    num, den = zz * _ERF_A[4], zz.copy()
-    for a, b in zip(_ERF_A[:3], _ERF_B[:3]):
-        num += a
-        num *= zz
-        den += b
-        den *= zz
-    num += _ERF_A[3]
-    den += _ERF_B[3]
-    num /= den
-    small = num * y  # erf(y) for y ≤ 0.46875
-    num, den = y * _ERF_C[8], y.copy()
-    for c, d in zip(_ERF_C[:7], _ERF_D[:7]):
-        num += c
-        num *= y
-        den += d
-        den *= y
-    num += _ERF_C[7]
-    den += _ERF_D[7]
-    num /= den  # exp(y²) erfc(y)
+    small = _rational(zz, _ERF_A, _ERF_B)
+    small *= y  # erf(y) for y ≤ 0.46875
+    tail = _rational(y, _ERF_C, _ERF_D)  # exp(y²) erfc(y)
     np.negative(zz, out=zz)
     np.exp(zz, out=zz)
-    num *= zz
-    tail = np.subtract(1.0, num, out=num)  # 1 − erfc(y) for y > 0.46875
+    tail *= zz
+    np.subtract(1.0, tail, out=tail)  # 1 − erfc(y) for y > 0.46875
     out = np.where(y <= 0.46875, small, tail)
     return np.copysign(out, x, out=out)
 
