@@ -322,6 +322,10 @@ def test_item_numpy_and_repr():
     with pytest.raises(ValueError, match="one element"):
         ta.zeros(2).item()
     assert "requires_grad=True" in repr(ta.zeros(2, requires_grad=True))
+    y = ta.tensor([1.7, -2.2])
+    assert y.long().dtype == np.int64 and y.long().tolist() == [1, -2]
+    assert y.bool().tolist() == [True, True] and y.contiguous() is y
+    assert y.size() == (2,) and y.size(0) == 2 and y.dim() == 1 and y.numel() == 2 and len(y) == 2
 
 
 # -- gradcheck itself ----------------------------------------------------------------------------

@@ -89,6 +89,15 @@ def test_zero_grad_and_repr():
     assert "(norm): LayerNorm((4,), eps=1e-05, elementwise_affine=True)" in text
 
 
+def test_apply_visits_every_module_children_first():
+    model = Tiny()
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert seen[-1] == "Tiny" and sorted(seen) == sorted(type(m).__name__ for m in model.modules())
+    model.apply(lambda m: isinstance(m, nn.Linear) and nn.init.zeros_(m.weight))
+    assert all(np.all(m.weight.data == 0) for m in model.modules() if isinstance(m, nn.Linear))
+
+
 def test_double_casts_parameters_in_place():
     model = Tiny().double()
     assert all(p.dtype == np.float64 for p in model.parameters())

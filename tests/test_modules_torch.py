@@ -69,7 +69,7 @@ def test_optimizer_steps_match_torch(name, kwargs):
     topt = getattr(torch.optim, name)(tm.parameters(), **kwargs)
     mopt = getattr(ta.optim, name)(mm.parameters(), **kwargs)
     x, y = RNG.standard_normal((16, 5)), RNG.standard_normal((16, 3))
-    for step in range(6):
+    for _ in range(6):
         topt.zero_grad()
         mopt.zero_grad()
         tl = ((tm[2](torch.tanh(tm[0](torch.tensor(x)))) - torch.tensor(y)) ** 2).mean()
