@@ -10,8 +10,8 @@ forward + backward time (medians) and the peak bytes allocated during forward + 
 Plain SDPA stops at --plain-max (its N x N scores, probabilities and their gradient no longer fit
 sensibly beyond). BLAS runs on one thread unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS is set,
 so that the numbers compare algorithms rather than thread scheduling on a shared machine.
-Results go to benchmarks/results/efficient.json (read by the `efficient_scaling` figure) and to
-the `efficient` section of benchmarks/README.md.
+Results go to tinyattn/measurements/efficient.json (package data, plotted by the `efficient_scaling`
+figure) and to the `efficient` section of benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from _common import machine_line, median_time, peak_memory, progress, write_sect
 from tinyattn import efficient as eff  # noqa: E402
 from tinyattn.serialization import atomic_write  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "efficient.json")
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tinyattn",
+                       "measurements", "efficient.json")
 D, WINDOW, BIG_BLOCK = 64, 128, 256
 SDPA = ta.nn.functional.scaled_dot_product_attention
 
@@ -163,7 +164,7 @@ def markdown(data: dict) -> str:
         verdict = "met" if met else ("not measured" if met is None else "**missed**")
         lines.append(f"| {desc} | {measured} | {verdict} |")
     lines += ["", f"Plain SDPA stops at N = {data['config']['plain_max']}. Total run "
-              f"{data['seconds']:.0f} s. Raw numbers: `benchmarks/results/efficient.json`; plot: "
+              f"{data['seconds']:.0f} s. Raw numbers: `tinyattn/measurements/efficient.json`; plot: "
               f"`python -m tinyattn.figures --only efficient_scaling`.", "",
               f"Command: `{data['command']}`"]
     return "\n".join(lines)

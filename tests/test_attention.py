@@ -107,43 +107,6 @@ def test_fully_masked_rows_give_zero_weights_output_and_gradient():
     assert np.all(dq[..., 2, :] == 0) and np.all(np.isfinite(dk)) and np.all(np.isfinite(dv))
 
 
-@pytest.mark.parametrize("tile_bytes", [8 * 5 * 7 * 3, 8 * 7 * 2, 1])
-def test_sdpa_tiles_change_nothing(monkeypatch, tile_bytes):
-    """Several matrices per tile, a few rows per tile, one row per tile: same values and gradients."""
-    q, k, v = qkv()
-    fmask = ta.tensor(RNG.standard_normal((2, 1, 5, 7)), requires_grad=True)
-    bmask = MASKS["bool-full-rows"]
-    run = lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, m) + F.scaled_dot_product_attention(  # noqa: E731
-        a, b, c, bmask, is_causal=False)
-    v_ref, g_ref = grads(run, q, k, v, fmask)
-    monkeypatch.setattr(F, "_TILE_BYTES", tile_bytes)
-    v_tiled, g_tiled = grads(run, q, k, v, fmask)
-    assert_close(v_tiled, v_ref, rtol=1e-13, atol=1e-15)
-    for a, b in zip(g_tiled, g_ref):
-        assert_close(a, b, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("tile_bytes", [8 * 5 * 7 * 3, 8 * 7 * 2])
-def test_sdpa_tiles_on_worker_threads_give_the_serial_result(monkeypatch, tile_bytes):
-    """Groups of tiles run on two threads (BLAS set to one thread meanwhile, then restored)."""
-    q, k, v = qkv()
-    bmask = MASKS["bool-full-rows"]
-    ta.manual_seed(0)
-    run = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, bmask, dropout_p=0.2)  # noqa: E731
-    monkeypatch.setattr(F, "_TILE_BYTES", tile_bytes)
-    ta.manual_seed(0)
-    v_serial, g_serial = grads(run, q, k, v)
-    calls = []
-    monkeypatch.setattr(F, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(F, "set_num_threads", calls.append)
-    ta.manual_seed(0)
-    v_par, g_par = grads(run, q, k, v)
-    assert calls == [1, 2, 1, 2], "BLAS goes to one thread per worker and back, forward and backward"
-    assert_close(v_par, v_serial, rtol=0, atol=0)
-    for a, b in zip(g_par, g_serial):
-        assert_close(a, b, rtol=0, atol=0)
-
-
 def test_sdpa_gqa_repeats_key_value_heads():
     q, k, v = t64(RNG, 2, 6, 5, 4), t64(RNG, 2, 2, 7, 4), t64(RNG, 2, 2, 7, 3)
     got = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, enable_gqa=True)  # noqa: E731

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinyattn as ta
-from helpers import t64
+from helpers import assert_close, t64
 
 RNG = np.random.default_rng(0)
 
@@ -332,8 +332,25 @@ def test_item_numpy_and_repr():
 
 def _wrong_square(x):
     """x², with a backward that forgets the factor 2."""
-    from tinyattn.autograd import _result
-    return _result(x.data ** 2, (x,), lambda g: (g * x.data,))
+    return ta.Tensor.from_op(x.data ** 2, (x,), lambda g: (g * x.data,), "wrong_square")
+
+
+def test_from_op_records_parents_backward_and_name_only_when_a_graph_is_built():
+    x = t64(RNG, 3, 2)
+    c = ta.tensor(np.ones((3, 2)))
+    y = _wrong_square(x)
+    assert y.op == "wrong_square" and y.parents == (x,) and y.requires_grad
+    assert ta.Tensor.from_op(c.data * 2, (c,), lambda g: (2 * g,), "double").op == ""  # constant
+    with ta.no_grad():
+        z = _wrong_square(x)
+    assert z.op == "" and z.parents == () and not z.requires_grad
+
+
+def test_numerical_gradient_is_central_differences():
+    x = ta.tensor(np.array([0.5, -1.0, 2.0]))
+    got = ta.autograd.numerical_gradient(lambda: float(np.sum(np.sin(x.data))), x, eps=1e-5)
+    assert_close(got, np.cos([0.5, -1.0, 2.0]), rtol=1e-9, atol=1e-11)
+    assert np.array_equal(x.data, [0.5, -1.0, 2.0]), "the input is restored"
 
 
 def test_gradcheck_catches_a_wrong_backward_and_names_the_place():

@@ -533,7 +533,7 @@ def test_below_diagonal_clip_of_a_tile():
     from tinyattn.gallery import efficient as gallery
 
     square = [(0, 0), (4, 0), (4, 4), (0, 4)]  # (j, i) corners of a diagonal tile
-    kept = gallery._below_diagonal(square)
+    kept = gallery.below_diagonal(square)
     area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(kept, kept[1:] + kept[:1])))
     assert area == 8.0 and all(x <= y for x, y in kept)
-    assert gallery._below_diagonal([(5, 0), (9, 0), (9, 4), (5, 4)]) == []  # entirely above
+    assert gallery.below_diagonal([(5, 0), (9, 0), (9, 4), (5, 4)]) == []  # entirely above

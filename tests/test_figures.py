@@ -15,6 +15,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tinyattn import examples  # noqa: E402
 from tinyattn.gallery import attention, engine  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -117,9 +118,9 @@ def softmax_rows(scores: np.ndarray) -> np.ndarray:
 
 
 def test_toy_attention_is_the_softmax_of_the_relation_scores():
-    tokens, weights = attention.toy_attention()
-    kinds = [attention.KINDS.index(attention.KIND_OF[t]) for t in tokens]
-    r = attention.relation_matrix()
+    tokens, weights = examples.toy_attention()
+    kinds = [examples.KINDS.index(examples.KIND_OF[t]) for t in tokens]
+    r = examples.relation_matrix()
     expected = softmax_rows(r[np.ix_(kinds, kinds)])  # score(i, j) = R[kind i, kind j]
     np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-9)
     best = {tokens[i]: tokens[j] for i, j in enumerate(weights.argmax(axis=1))}
@@ -127,16 +128,16 @@ def test_toy_attention_is_the_softmax_of_the_relation_scores():
 
 
 def test_hand_set_heads_each_implement_their_relation():
-    mha, x = attention.hand_set_heads()
+    mha, x = examples.hand_set_heads()
     _, w = mha(x[None], x[None], x[None], average_attn_weights=False)
     w = w.data[0]  # (4, T, T)
-    T = len(attention.SENTENCE)
+    T = len(examples.SENTENCE)
     np.testing.assert_allclose(w.sum(axis=-1), 1.0, rtol=1e-12)
     one_of_t = np.exp(6.0) / (np.exp(6.0) + T - 1)  # a score of 6 for one key, 0 for the others
     previous = [0] + list(range(T - 1))
     np.testing.assert_allclose(w[0][np.arange(T), previous], one_of_t, rtol=1e-9)
-    np.testing.assert_allclose(w[1], attention.toy_attention()[1], rtol=1e-9, atol=1e-12)
-    nouns = [i for i, t in enumerate(attention.SENTENCE) if t in ("cat", "mat")]
+    np.testing.assert_allclose(w[1], examples.toy_attention()[1], rtol=1e-9, atol=1e-12)
+    nouns = [i for i, t in enumerate(examples.SENTENCE) if t in ("cat", "mat")]
     np.testing.assert_allclose(w[2][:, nouns], np.exp(6.0) / (2 * np.exp(6.0) + T - 2), rtol=1e-9)
     np.testing.assert_allclose(w[3][:, 0], one_of_t, rtol=1e-9)
 
@@ -145,9 +146,9 @@ def test_head_grid_and_masks_figures_draw_the_expected_matrices():
     fig = attention.head_grid()
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 8 and len(fig.axes) == 9
-    assert [t.get_text() for t in panels[0].get_xticklabels()] == attention.SENTENCE
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == examples.SENTENCE
     img = np.ma.getdata(panels[3].images[0].get_array())
-    T = len(attention.SENTENCE)
+    T = len(examples.SENTENCE)
     np.testing.assert_allclose(img[:, 0], np.exp(6.0) / (np.exp(6.0) + T - 1), rtol=1e-6)
     untrained = np.ma.getdata(panels[4].images[0].get_array())
     assert np.abs(untrained - 1.0 / T).max() < 0.05, "the random-init row is almost uniform"

@@ -194,8 +194,9 @@ def test_attention_maps_match_a_recording(trained):
     assert np.allclose(maps[0], expected, atol=1e-5)
 
 
-def test_checkpoint_path_is_in_the_repository():
+def test_checkpoint_path_is_package_data():
     path = train_module.checkpoint_path("sort")
     assert path.name == "sort.npz" and path.parent.name == "checkpoints"
-    with pytest.raises(ValueError, match="unknown task"):
+    assert path.parent.parent.name == "tinyattn" and path.with_suffix(".json").exists()
+    with pytest.raises(FileNotFoundError, match="no committed checkpoint named 'copy'; known: .*sort"):
         train_module.checkpoint_path("copy")

@@ -12,7 +12,7 @@ import pytest
 import tinyattn as ta
 import tinyattn.nn.functional as F
 from helpers import assert_close, import_torch, seed_snippet
-from tinyattn.gallery import encoder as gallery
+from tinyattn import examples
 
 
 def np_softmax(s: np.ndarray) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_unscaled_softmax_saturates_and_its_jacobian_vanishes():
 
 
 def test_scaling_experiment_numbers_match_theory():
-    s = gallery.scaling_stats()
+    s = examples.scaling_stats()
     assert np.all(np.abs(s["var_unscaled"] / s["d_k"] - 1) < 0.1)
     assert np.all(np.abs(s["var_scaled"] - 1) < 0.1)
     assert s["max_weight_unscaled"][-1] > 0.9 and s["max_weight_scaled"].max() < 0.35
@@ -376,11 +376,11 @@ def test_post_and_pre_norm_match_their_formulas():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prenorm_vs_postnorm_gradient_claims(seed):
-    post, pre = gallery.depth_stats(False, 24, seed=seed), gallery.depth_stats(True, 24, seed=seed)
+    post, pre = examples.depth_stats(False, 24, seed=seed), examples.depth_stats(True, 24, seed=seed)
     assert np.abs(post["residual_rms"][1:] - 1).max() < 1e-4
     assert pre["residual_rms"][-1] > 1.5 * pre["residual_rms"][0]
     assert pre["param_grad"][0] > 1.5 * pre["param_grad"][-1]
-    last = {nf: [gallery.depth_stats(nf, n, seed=seed)["param_grad"][-1] for n in (2, 32)]
+    last = {nf: [examples.depth_stats(nf, n, seed=seed)["param_grad"][-1] for n in (2, 32)]
             for nf in (False, True)}
     assert last[False][1] > last[False][0], f"post-norm last-layer gradient shrank: {last[False]}"
     assert last[True][1] < 0.7 * last[True][0], f"pre-norm last-layer gradient: {last[True]}"

@@ -22,7 +22,7 @@ import numpy as np
 __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "get_rng",
     "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange", "full", "cat",
-    "stack", "where", "unbroadcast", "gradcheck", "float32", "float64", "int64", "bool_",
+    "stack", "where", "unbroadcast", "gradcheck", "numerical_gradient", "reverse_topological", "float32", "float64", "int64", "bool_",
 ]
 
 float32, float64, int64, bool_ = np.float32, np.float64, np.int64, np.bool_
@@ -32,10 +32,6 @@ _GRAD_ENABLED = True
 _RNG = np.random.default_rng(0)
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
-
-_OP_NAMES = {"__add__": "add", "__sub__": "sub", "__mul__": "mul", "__truediv__": "div",
-             "__neg__": "neg", "__pow__": "pow", "__matmul__": "matmul", "__getitem__": "index"}
-
 
 # ----------------------------------------------------------------------------------------------
 # global state: gradient mode and the random generator
@@ -157,16 +153,6 @@ def _other(x, like: "Tensor") -> "Tensor":
     return Tensor(_as_array(x))
 
 
-def _result(data: np.ndarray, parents: tuple, backward) -> "Tensor":
-    """A new tensor that records ``parents`` and ``backward`` when a graph is being built."""
-    out = Tensor(data)
-    if _GRAD_ENABLED and any(p.requires_grad for p in parents):
-        out.requires_grad = True
-        out._parents = parents
-        out._backward = backward
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # the Tensor
 # ----------------------------------------------------------------------------------------------
@@ -185,6 +171,7 @@ class Tensor:
         self.grad = None
         self._parents = ()
         self._backward = None
+        self._op = ""
         self._retain = False
         self.requires_grad = False
         if requires_grad:
@@ -215,10 +202,26 @@ class Tensor:
     @property
     def op(self) -> str:
         """The name of the op that made this tensor ("" for a leaf), e.g. "add", "matmul", "softmax"."""
-        if self._backward is None:
-            return ""
-        name = self._backward.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
-        return _OP_NAMES.get(name, name)
+        return self._op
+
+    @classmethod
+    def from_op(cls, data, parents, backward, op: str) -> "Tensor":
+        """A tensor computed by ``op`` from ``parents``: the one way every op enters the graph.
+
+        data: the result (an ndarray); parents: the input tensors; backward(g) -> one gradient
+        (an ndarray shaped like that parent, or None) per parent, given g = dL/d(result). When
+        gradients are on and some parent requires grad, the result remembers parents, backward
+        and the op's name; otherwise it is a plain constant. A new op is written like this::
+
+            def cube(x):
+                return Tensor.from_op(x.data ** 3, (x,), lambda g: (3 * x.data ** 2 * g,), "cube")
+        """
+        out = cls(data)
+        parents = tuple(parents)
+        if _GRAD_ENABLED and any(p.requires_grad for p in parents):
+            out.requires_grad = True
+            out._parents, out._backward, out._op = parents, backward, op
+        return out
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
@@ -278,7 +281,7 @@ class Tensor:
         if not np.issubdtype(dtype, np.floating):
             return Tensor(self.data.astype(dtype))
         src = self.dtype
-        return _result(self.data.astype(dtype), (self,), lambda g: (g.astype(src),))
+        return Tensor.from_op(self.data.astype(dtype), (self,), lambda g: (g.astype(src),), "cast")
 
     def float(self) -> "Tensor":
         return self.to(np.float32)
@@ -314,7 +317,7 @@ class Tensor:
                     f"gradient has shape {gradient.shape} but the tensor has shape {self.shape}"
                 )
         grads = {id(self): gradient}
-        for node in _reverse_topological(self):
+        for node in reverse_topological(self):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
@@ -337,9 +340,11 @@ class Tensor:
         a, b = self, other
 
         def backward(g):
-            return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            gb = unbroadcast(g, b.shape) if b.requires_grad else None
+            return ga, gb
 
-        return _result(self.data + other.data, (a, b), backward)
+        return Tensor.from_op(self.data + other.data, (a, b), backward, "add")
 
     def __radd__(self, other):
         return _other(other, self) + self
@@ -349,9 +354,11 @@ class Tensor:
         a, b = self, other
 
         def backward(g):
-            return unbroadcast(g, a.shape), unbroadcast(-g, b.shape) if b.requires_grad else None
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            gb = unbroadcast(-g, b.shape) if b.requires_grad else None
+            return ga, gb
 
-        return _result(self.data - other.data, (a, b), backward)
+        return Tensor.from_op(self.data - other.data, (a, b), backward, "sub")
 
     def __rsub__(self, other):
         return _other(other, self) - self
@@ -365,7 +372,7 @@ class Tensor:
             gb = unbroadcast(g * a.data, b.shape) if b.requires_grad else None
             return ga, gb
 
-        return _result(self.data * other.data, (a, b), backward)
+        return Tensor.from_op(self.data * other.data, (a, b), backward, "mul")
 
     def __rmul__(self, other):
         return _other(other, self) * self
@@ -379,13 +386,13 @@ class Tensor:
             gb = unbroadcast(-g * a.data / (b.data * b.data), b.shape) if b.requires_grad else None
             return ga, gb
 
-        return _result(self.data / other.data, (a, b), backward)
+        return Tensor.from_op(self.data / other.data, (a, b), backward, "div")
 
     def __rtruediv__(self, other):
         return _other(other, self) / self
 
     def __neg__(self):
-        return _result(-self.data, (self,), lambda g: (-g,))
+        return Tensor.from_op(-self.data, (self,), lambda g: (-g,), "neg")
 
     def __pow__(self, exponent):
         a = self
@@ -396,7 +403,7 @@ class Tensor:
             def backward(g):
                 return (g * p * self.data ** (p - 1),)
 
-            return _result(out, (a,), backward)
+            return Tensor.from_op(out, (a,), backward, "pow")
         b = _other(exponent, self)
         out = self.data ** b.data
 
@@ -408,7 +415,7 @@ class Tensor:
                 gb = unbroadcast(g * out * log_a, b.shape)
             return ga, gb
 
-        return _result(out, (a, b), backward_t)
+        return Tensor.from_op(out, (a, b), backward_t, "pow")
 
     def __rpow__(self, base):
         return _other(base, self) ** self
@@ -471,7 +478,7 @@ class Tensor:
                 gb = unbroadcast(np.swapaxes(A, -1, -2) @ G, B.shape).reshape(b.shape)
             return ga, gb
 
-        return _result(a.data @ b.data, (a, b), backward)
+        return Tensor.from_op(a.data @ b.data, (a, b), backward, "matmul")
 
     def __rmatmul__(self, other):
         return _other(other, self) @ self
@@ -486,7 +493,7 @@ class Tensor:
                 g = np.expand_dims(g, axes)
             return (np.broadcast_to(g, shape),)
 
-        return _result(np.sum(self.data, axis=axes, keepdims=keepdim), (self,), backward)
+        return Tensor.from_op(np.sum(self.data, axis=axes, keepdims=keepdim), (self,), backward, "sum")
 
     def mean(self, dim=None, keepdim: bool = False):
         axes = _axes(dim, self.ndim)
@@ -506,7 +513,7 @@ class Tensor:
             return (share * g,)
 
         value = out if keepdim else (out.reshape(()) if axes is None else np.squeeze(out, axes))
-        return _result(value, (self,), backward)
+        return Tensor.from_op(value, (self,), backward, "amax")
 
     def max(self, dim=None, keepdim: bool = False):
         """``max()`` -> the largest element; ``max(dim)`` -> ``(values, indices)`` as PyTorch."""
@@ -535,36 +542,36 @@ class Tensor:
             _scatter_add_along_axis(grad, idx, g, axis)
             return (grad,)
 
-        return _result(np.take_along_axis(self.data, idx, axis), (self,), backward)
+        return Tensor.from_op(np.take_along_axis(self.data, idx, axis), (self,), backward, "gather")
 
     # -- elementwise functions -------------------------------------------------------------
     def exp(self):
         out = np.exp(self.data)
-        return _result(out, (self,), lambda g: (g * out,))
+        return Tensor.from_op(out, (self,), lambda g: (g * out,), "exp")
 
     def log(self):
         x = self.data
-        return _result(np.log(x), (self,), lambda g: (g / x,))
+        return Tensor.from_op(np.log(x), (self,), lambda g: (g / x,), "log")
 
     def sqrt(self):
         out = np.sqrt(self.data)
-        return _result(out, (self,), lambda g: (g / (2 * out),))
+        return Tensor.from_op(out, (self,), lambda g: (g / (2 * out),), "sqrt")
 
     def tanh(self):
         out = np.tanh(self.data)
-        return _result(out, (self,), lambda g: (g * (1 - out * out),))
+        return Tensor.from_op(out, (self,), lambda g: (g * (1 - out * out),), "tanh")
 
     def sigmoid(self):
         out = 0.5 * (1 + np.tanh(0.5 * self.data))
-        return _result(out, (self,), lambda g: (g * out * (1 - out),))
+        return Tensor.from_op(out, (self,), lambda g: (g * out * (1 - out),), "sigmoid")
 
     def relu(self):
         x = self.data
-        return _result(np.maximum(x, 0), (self,), lambda g: (g * (x > 0),))
+        return Tensor.from_op(np.maximum(x, 0), (self,), lambda g: (g * (x > 0),), "relu")
 
     def abs(self):
         x = self.data
-        return _result(np.abs(x), (self,), lambda g: (g * np.sign(x),))
+        return Tensor.from_op(np.abs(x), (self,), lambda g: (g * np.sign(x),), "abs")
 
     # -- shape ops -------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -576,7 +583,7 @@ class Tensor:
             raise ValueError(
                 f"cannot reshape a tensor of shape {src} ({self.data.size} elements) to {tuple(shape)}"
             ) from None
-        return _result(out, (self,), lambda g: (g.reshape(src),))
+        return Tensor.from_op(out, (self,), lambda g: (g.reshape(src),), "reshape")
 
     view = reshape
 
@@ -586,7 +593,8 @@ class Tensor:
 
     def transpose(self, dim0: int, dim1: int):
         d0, d1 = _axes((dim0, dim1), self.ndim)
-        return _result(np.swapaxes(self.data, d0, d1), (self,), lambda g: (np.swapaxes(g, d0, d1),))
+        return Tensor.from_op(np.swapaxes(self.data, d0, d1), (self,), lambda g: (np.swapaxes(g, d0, d1),),
+                              "transpose")
 
     @property
     def T(self):
@@ -598,7 +606,8 @@ class Tensor:
         if sorted(axes) != list(range(self.ndim)):
             raise ValueError(f"permute{tuple(dims)} is not a permutation of {self.ndim} dims")
         inverse = tuple(np.argsort(axes))
-        return _result(np.transpose(self.data, axes), (self,), lambda g: (np.transpose(g, inverse),))
+        return Tensor.from_op(np.transpose(self.data, axes), (self,), lambda g: (np.transpose(g, inverse),),
+                              "permute")
 
     def unsqueeze(self, dim: int):
         axis = dim % (self.ndim + 1)
@@ -616,7 +625,8 @@ class Tensor:
         lead = len(shape) - self.ndim
         shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         src = self.shape
-        return _result(np.broadcast_to(self.data, shape), (self,), lambda g: (unbroadcast(g, src),))
+        return Tensor.from_op(np.broadcast_to(self.data, shape), (self,), lambda g: (unbroadcast(g, src),),
+                              "expand")
 
     def contiguous(self):
         return self
@@ -629,7 +639,7 @@ class Tensor:
             split = shape[:axis] + (shape[axis], repeats) + shape[axis + 1:]
             return (g.reshape(split).sum(axis=axis + 1),)
 
-        return _result(np.repeat(self.data, repeats, axis=axis), (self,), backward)
+        return Tensor.from_op(np.repeat(self.data, repeats, axis=axis), (self,), backward, "repeat_interleave")
 
     def __getitem__(self, index):
         index = _index(index)
@@ -644,7 +654,7 @@ class Tensor:
                 grad[index] = g
             return (grad,)
 
-        return _result(self.data[index], (self,), backward)
+        return Tensor.from_op(self.data[index], (self,), backward, "index")
 
     def masked_fill(self, mask, value):
         """Elements where ``mask`` (bool, broadcastable to self) is True become ``value``."""
@@ -654,10 +664,10 @@ class Tensor:
         if _broadcast_shape(mask.shape, self.shape) != self.shape:
             raise ValueError(f"mask of shape {mask.shape} does not broadcast to {self.shape}")
         out = np.where(mask, np.asarray(value, dtype=self.dtype), self.data)
-        return _result(out, (self,), lambda g: (np.where(mask, np.zeros((), g.dtype), g),))
+        return Tensor.from_op(out, (self,), lambda g: (np.where(mask, np.zeros((), g.dtype), g),), "masked_fill")
 
 
-def _reverse_topological(root: Tensor, grad_only: bool = True):
+def reverse_topological(root: Tensor, grad_only: bool = True):
     """The graph of ``root``, each node after every node that uses it (iterative DFS).
 
     grad_only: just the nodes that require grad (all that backward visits); False: every tensor,
@@ -760,7 +770,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
     except ValueError:
         shapes = ", ".join(str(t.shape) for t in tensors)
         raise ValueError(f"cat along dim {dim}: shapes {shapes} differ outside that dim") from None
-    return _result(out, tuple(tensors), lambda g: tuple(np.split(g, sizes, axis=axis)))
+    return Tensor.from_op(out, tuple(tensors), lambda g: tuple(np.split(g, sizes, axis=axis)), "cat")
 
 
 def stack(tensors, dim: int = 0) -> Tensor:
@@ -771,7 +781,7 @@ def stack(tensors, dim: int = 0) -> Tensor:
         raise ValueError(f"stack needs equal shapes, got {sorted(shapes)}")
     axis = dim % (tensors[0].ndim + 1)
     out = np.stack([t.data for t in tensors], axis=axis)
-    return _result(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, axis, 0)))
+    return Tensor.from_op(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, axis, 0)), "stack")
 
 
 def where(condition, x, y) -> Tensor:
@@ -789,12 +799,33 @@ def where(condition, x, y) -> Tensor:
         gy = unbroadcast(np.where(cond, zero, g), y.shape) if y.requires_grad else None
         return gx, gy
 
-    return _result(np.where(cond, x.data, y.data), (x, y), backward)
+    return Tensor.from_op(np.where(cond, x.data, y.data), (x, y), backward, "where")
 
 
 # ----------------------------------------------------------------------------------------------
 # gradcheck
 # ----------------------------------------------------------------------------------------------
+
+def numerical_gradient(f, x: Tensor, eps: float = 1e-6) -> np.ndarray:
+    """dF/dx by central differences: (F(x + eps·e_j) − F(x − eps·e_j)) / (2 eps) for every j.
+
+    f() -> float reads ``x`` (it is perturbed in place, one element at a time, and restored);
+    returns an array of x's shape. Costs 2·x.numel() calls of f.
+    """
+    flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
+    if not np.shares_memory(flat, x.data):
+        raise ValueError("numerical_gradient needs a tensor whose data is contiguous")
+    numeric = np.empty(flat.shape, dtype=np.float64)
+    for j in range(flat.size):
+        orig = flat[j]
+        flat[j] = orig + eps
+        plus = f()
+        flat[j] = orig - eps
+        minus = f()
+        flat[j] = orig
+        numeric[j] = (plus - minus) / (2 * eps)
+    return numeric.reshape(x.shape)
+
 
 def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3) -> bool:
     """Compare autograd's gradients of ``fn`` with central finite differences, in float64.
@@ -840,17 +871,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     for i in checked:
         x = args[i]
         analytic = np.zeros_like(x.data) if x.grad is None else x.grad.copy()
-        numeric = np.zeros_like(x.data)
-        flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
         with no_grad():
-            for j in range(flat.size):
-                orig = flat[j]
-                flat[j] = orig + eps
-                plus = scalar_loss().item()
-                flat[j] = orig - eps
-                minus = scalar_loss().item()
-                flat[j] = orig
-                numeric.reshape(-1)[j] = (plus - minus) / (2 * eps)
+            numeric = numerical_gradient(lambda: scalar_loss().item(), x, eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if np.any(err > 0):
             worst = np.unravel_index(np.argmax(err), x.shape)

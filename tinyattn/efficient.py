@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .autograd import Tensor, _result
+from .autograd import Tensor
 from .nn import functional as F
 from .nn.modules import Linear, Module
 
@@ -45,7 +45,7 @@ def _check_qkv(name: str, q: Tensor, k: Tensor, v: Tensor) -> None:
     The checks SDPA makes (ranks, key dim, sequence lengths), then what these kernels add.
     """
     try:
-        F._check_qkv(q, k, v, enable_gqa=False)
+        F.check_qkv(q, k, v, enable_gqa=False)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
     if k.shape[-2] == 0:
@@ -168,8 +168,7 @@ def _flash_backward(g, q, k, v, out, lse, scale: float, block: int, is_causal: b
             gi = g[:, r0:r1]  # (G, br, dv)
             dv_j += np.swapaxes(p, -1, -2) @ gi  # (G, bc, dv)
             ds = gi @ np.swapaxes(vb, -1, -2)  # dP (G, br, bc)
-            ds -= D[:, r0:r1, None]
-            ds *= p  # dS = P ∘ (dP − D)
+            ds = F.softmax_backward(ds, p, rowsum=D[:, r0:r1, None])  # dS = P ∘ (dP − D)
             dq[:, r0:r1] += ds @ kb  # (G, br, d)
             dk_j += np.swapaxes(ds, -1, -2) @ q[:, r0:r1]  # (G, bc, d)
         dk_j *= np.asarray(scale, k.dtype)
@@ -188,7 +187,7 @@ def flash_attention(q, k, v, is_causal: bool = False, scale=None, block_size: in
     Keeps O and lse = m + log ℓ; the backward recomputes P_ij = e^(S_ij − lse) per tile.
     Memory O(N·d + block²) per (batch, head); causal tiles above the diagonal are skipped.
     """
-    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("flash_attention", q, k, v)
     if int(block_size) != block_size or block_size < 1:
         raise ValueError(f"flash_attention: block_size must be a positive int, got {block_size!r}")
@@ -203,7 +202,7 @@ def flash_attention(q, k, v, is_causal: bool = False, scale=None, block_size: in
         dq, dk, dv = _flash_backward(g, qf, kf, vf, out, lse, scale, block, is_causal)
         return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 
-    return _result(out.reshape(lead + (N, v.shape[-1])), (q, k, v), backward)
+    return Tensor.from_op(out.reshape(lead + (N, v.shape[-1])), (q, k, v), backward, "flash_attention")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scal
     key (N > S + window) gets zeros. Queries are cut into blocks of b; block r attends the W
     keys starting at r·b − window, so the scores are (nb, b, W) instead of (N, S).
     """
-    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("sliding_window_attention", q, k, v)
     if int(window) != window or window < 0:
         raise ValueError(f"sliding_window_attention: window must be an int >= 0, got {window!r}")
@@ -301,7 +300,7 @@ def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scal
     p = qs @ np.swapaxes(kwin, -1, -2)  # (G, nb, b, W) scores
     np.copyto(p, -np.inf, where=~band)
     np.copyto(p, -np.inf, where=~valid[:, None, :])
-    F._softmax_inplace(p, -1)  # (G, nb, b, W), rows with no key become zeros
+    F.softmax_inplace(p, -1)  # (G, nb, b, W), rows with no key become zeros
     out = (p @ vwin).reshape(G, nb * b, dv)[:, :N]  # (G, N, dv)
 
     def backward(grad):
@@ -310,14 +309,13 @@ def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scal
         g = g.reshape(G, nb, b, dv)  # (G, nb, b, dv)
         dvwin = np.swapaxes(p, -1, -2) @ g  # (G, nb, W, dv)
         ds = g @ np.swapaxes(vwin, -1, -2)  # dP (G, nb, b, W)
-        ds -= np.einsum("gnbw,gnbw->gnb", ds, p)[..., None]
-        ds *= p  # dS = P ∘ (dP − rowsum(dP ∘ P)), in place
+        ds = F.softmax_backward(ds, p)  # dS = P ∘ (dP − rowsum(dP ∘ P))
         dq = (ds @ kwin).reshape(G, nb * b, d)[:, :N] * np.asarray(scale, q.dtype)  # (G, N, d)
         dkwin = np.swapaxes(ds, -1, -2) @ qs  # (G, nb, W, d)
         return (dq.reshape(q.shape), _window_adjoint(dkwin, b, left, S).reshape(k.shape),
                 _window_adjoint(dvwin, b, left, S).reshape(v.shape))
 
-    return _result(out.reshape(lead + (N, dv)), (q, k, v), backward)
+    return Tensor.from_op(out.reshape(lead + (N, dv)), (q, k, v), backward, "sliding_window_attention")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,9 +329,9 @@ def _phi(x: np.ndarray) -> np.ndarray:
 
 def elu_feature_map(x) -> Tensor:
     """φ(x) = elu(x) + 1, elementwise, differentiable; φ'(x) = min(φ(x), 1)."""
-    x = F._tensor(x)
+    x = F.check_tensor(x)
     phi = _phi(x.data)
-    return _result(phi, (x,), lambda g: (g * np.minimum(phi, 1),))
+    return Tensor.from_op(phi, (x,), lambda g: (g * np.minimum(phi, 1),), "elu_feature_map")
 
 
 def linear_attention_weights(q, k, is_causal: bool = False, eps: float = 1e-6) -> np.ndarray:
@@ -341,7 +339,7 @@ def linear_attention_weights(q, k, is_causal: bool = False, eps: float = 1e-6) -
 
     O(N·S): for pictures and checks. linear_attention(q, k, v) equals A @ v.
     """
-    q, k = F._tensor(q, "query"), F._tensor(k, "key")
+    q, k = F.check_tensor(q, "query"), F.check_tensor(k, "key")
     a = _phi(q.data) @ np.swapaxes(_phi(k.data), -1, -2)  # (..., N, S)
     if is_causal:
         a = np.where(np.tril(np.ones(a.shape[-2:], dtype=bool)), a, 0)
@@ -527,7 +525,7 @@ def linear_attention(q, k, v, is_causal: bool = False, eps: float = 1e-6) -> Ten
     view) from block to block. Not softmax attention: the weights are φ(q_i)·φ(k_j)
     normalized, not e^(q_i·k_j) normalized. Keeps only O(N) numbers for the backward.
     """
-    q, k, v = F._tensor(q, "query"), F._tensor(k, "key"), F._tensor(v, "value")
+    q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("linear_attention", q, k, v)
     lead, N, e = q.shape[:-2], q.shape[-2], v.shape[-1]
     qf, kf, vf = _flat(q), _flat(k), _flat(v)  # (G, N, d), (G, S, d), (G, S, e)
@@ -545,7 +543,7 @@ def linear_attention(q, k, v, is_causal: bool = False, eps: float = 1e-6) -> Ten
             dq, dk, dv = _linear_backward(g, qf, kf, vf, out, saved)
         return dq.reshape(q.shape), dk.reshape(k.shape), dv.reshape(v.shape)
 
-    return _result(out.reshape(lead + (N, e)), (q, k, v), backward)
+    return Tensor.from_op(out.reshape(lead + (N, e)), (q, k, v), backward, "linear_attention")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -615,7 +613,7 @@ class KVCache:
         The returned tensors are views of the cache's storage; their gradient flows to the new
         k and v only (positions P .. P + T − 1).
         """
-        k, v = F._tensor(k, "key"), F._tensor(v, "value")
+        k, v = F.check_tensor(k, "key"), F.check_tensor(v, "value")
         if k.ndim != 4 or v.ndim != 4 or k.shape[:3] != v.shape[:3]:
             raise ValueError(f"KVCache.append: expected key and value (B, H_kv, T, D) with equal "
                              f"B, H_kv, T; got {k.shape} and {v.shape}")
@@ -623,8 +621,8 @@ class KVCache:
         start, self._len = self._len, self._len + k.shape[2]
         self._k[:, :, start:self._len] = k.data
         self._v[:, :, start:self._len] = v.data
-        keys = _result(self.keys, (k,), lambda g: (g[:, :, start:],))  # (B, H_kv, P + T, D)
-        values = _result(self.values, (v,), lambda g: (g[:, :, start:],))  # (B, H_kv, P + T, Dv)
+        keys = Tensor.from_op(self.keys, (k,), lambda g: (g[:, :, start:],), "kv_cache")  # (B, H_kv, P + T, D)
+        values = Tensor.from_op(self.values, (v,), lambda g: (g[:, :, start:],), "kv_cache")  # (B, H_kv, P + T, Dv)
         return keys, values
 
     def __repr__(self) -> str:
@@ -674,7 +672,7 @@ class GroupedQueryAttention(Module):
         Causal with a cache is aligned bottom-right: new query t (position P + t) sees keys
         j ≤ P + t. Without a cache this is SDPA's top-left causal mask (P = 0).
         """
-        x = F._tensor(x, "x")
+        x = F.check_tensor(x, "x")
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
             raise ValueError(f"GroupedQueryAttention: x has shape {x.shape}; expected "
                              f"(B, T, {self.embed_dim})")

@@ -1,9 +1,11 @@
 """``python -m tinyattn.figures``: regenerate every figure in ``figures/``.
 
-Each figure is a function that returns a matplotlib Figure, registered with ``@figure(name)``
-in one of the topic modules of ``tinyattn.gallery`` (engine, attention, training, efficient).
-The notebooks call the same functions (``tinyattn.figures.make(name)``), so the pictures in
-the README and in the notebooks agree. Every figure is seeded, so a rerun gives the same image.
+The figures themselves live in ``tinyattn.gallery`` (one module per topic, each figure a function
+registered by name); this module only saves them. The notebooks draw the same functions with
+``tinyattn.figures.make(name)``, so the pictures in the README and in the notebooks agree. Every
+figure is seeded: on one machine with the same library versions a rerun gives the same bytes
+(the two figures of round-off errors, ``flash_error`` and ``gradcheck_errors``, depend on the
+CPU's BLAS kernels and differ between machines).
 
     python -m tinyattn.figures                 # all figures into ./figures
     python -m tinyattn.figures --list          # names and descriptions
@@ -17,29 +19,10 @@ import os
 import sys
 import time
 
+from .gallery import FIGURES, make
 from .serialization import atomic_write
 
-FIGURES: dict = {}  # name -> (function returning a Figure, one-line description)
-
-
-def figure(name: str, description: str):
-    """Register ``fn() -> matplotlib.figure.Figure`` as the figure ``figures/{name}.png``."""
-
-    def register(fn):
-        if name in FIGURES:
-            raise ValueError(f"figure {name!r} is registered twice")
-        FIGURES[name] = (fn, description)
-        return fn
-
-    return register
-
-
-def make(name: str):
-    """Build the figure ``name`` (seeded) and return it, without saving: for notebooks."""
-    _load_all()
-    if name not in FIGURES:
-        raise KeyError(f"unknown figure {name!r}; known: {', '.join(sorted(FIGURES))}")
-    return FIGURES[name][0]()
+__all__ = ["FIGURES", "make", "save_figure", "main"]
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> None:
@@ -56,7 +39,6 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="build just these figures")
     parser.add_argument("--list", action="store_true", help="list the figures and exit")
     args = parser.parse_args(argv)
-    _load_all()
     if args.list:
         for name, (_, description) in FIGURES.items():
             print(f"{name:28s} {description}")
@@ -79,14 +61,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def _load_all() -> None:
-    """Import the topic modules, whose figures register themselves in FIGURES."""
-    from . import gallery  # noqa: F401
-
-
 if __name__ == "__main__":
-    # Run through the imported module, whose FIGURES the gallery modules register into
-    # (under -m this file is also loaded as __main__, with a registry of its own).
-    from tinyattn.figures import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """``python -m tinyattn.train``: train a tiny Transformer encoder on a toy task, for real.
 
     python -m tinyattn.train --task reverse
-    python -m tinyattn.train --task recall --seed 1 --steps 500 --save checkpoints/recall.npz
+    python -m tinyattn.train --task recall --seed 1 --steps 500 --save runs/recall.npz
 
 The model is token embedding + sinusoidal positional encoding + ``ta.nn.TransformerEncoder`` +
 one linear head read at every answer slot (see ``tinyattn.data`` for the sequences). It prints a
@@ -25,20 +25,21 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from . import autograd, data, nn, optim
+from .models import TinyEncoder
 from .nn import functional as F
 from .serialization import atomic_write, load, save
 from .threads import set_num_threads
 
-__all__ = ["Config", "TinyEncoder", "DEFAULT_STEPS", "build_model", "train", "evaluate",
+__all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
            "save_checkpoint", "load_checkpoint", "checkpoint_path", "main"]
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
 
 
@@ -63,35 +64,6 @@ class Config:
 
     def total_steps(self) -> int:
         return DEFAULT_STEPS[self.task] if self.steps is None else self.steps
-
-
-class TinyEncoder(nn.Module):
-    """Embedding + positional encoding + TransformerEncoder + a linear head per position.
-
-    tokens (N, L) int -> logits (N, L, vocab_size). Pre-norm layers (``norm_first=True``) with
-    a final LayerNorm, no dropout. The answer slots (token ``?``) carry no information, so they
-    are masked as keys: every attention row is a distribution over the given tokens and ``=``.
-
-    logits = LN(Encoder(E[tokens] + PE; mask)) Wᵀ + b, mask = −inf on the keys that are ``?``.
-    """
-
-    def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
-                 dim_feedforward: int = 128, max_len: int = 64, positional: bool = True):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, d_model)
-        self.positions = nn.PositionalEncoding(d_model, max_len) if positional else nn.Identity()
-        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0,
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, norm=nn.LayerNorm(d_model))
-        self.head = nn.Linear(d_model, vocab_size)
-
-    def forward(self, tokens):
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2:
-            raise ValueError(f"tokens has shape {tokens.shape}; expected (N, L) integer ids")
-        x = self.positions(self.embedding(tokens))  # (N, L, d_model)
-        x = self.encoder(x, src_key_padding_mask=tokens == data.SLOT)  # (N, L, d_model)
-        return self.head(x)  # (N, L, vocab_size)
 
 
 def build_model(config: Config) -> TinyEncoder:
@@ -220,10 +192,17 @@ def load_checkpoint(path):
     return model.eval(), config
 
 
-def checkpoint_path(task: str) -> Path:
-    """Where the committed run of ``task`` lives: ``checkpoints/{task}.npz`` in the repository."""
-    data.task_spec(task)
-    return CHECKPOINTS / f"{task}.npz"
+def checkpoint_path(name: str) -> Path:
+    """The committed run ``name`` (e.g. a task), shipped as package data: ``tinyattn/checkpoints/{name}.npz``.
+
+    Its training log is the ``.json`` beside it. Written by
+    ``python -m tinyattn.train --task T --save tinyattn/checkpoints/T.npz`` from the repository.
+    """
+    path = Path(str(resources.files("tinyattn") / "checkpoints" / f"{name}.npz"))
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.npz"))
+        raise FileNotFoundError(f"no committed checkpoint named {name!r}; known: {', '.join(known)}")
+    return path
 
 
 def _log_path(path) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .autograd import Tensor, _reverse_topological
+from .autograd import Tensor, reverse_topological
 
 __all__ = ["heatmap", "attention_grid", "mask_picture", "positional_encoding_picture",
            "computation_graph", "curves", "token_vectors"]
@@ -328,7 +328,7 @@ def computation_graph(output, names=None, title=None):
         raise ValueError("output has no graph (it is a leaf, or was computed under no_grad() or "
                          "from inputs without requires_grad=True)")
     names = {id(k) if isinstance(k, Tensor) else k: v for k, v in (names or {}).items()}
-    nodes = list(_reverse_topological(output, grad_only=False))[::-1]  # parents first
+    nodes = list(reverse_topological(output, grad_only=False))[::-1]  # parents first
     col = _columns(nodes)
     y = _rows(nodes, col)
     ncol = max(col.values()) + 1

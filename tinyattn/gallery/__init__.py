@@ -1,11 +1,15 @@
 """The figures of ``python -m tinyattn.figures``, one module per topic.
 
-Each module registers its figures with ``tinyattn.figures.figure``; importing this package
-registers them all, in the order the README shows them.
+Each topic module registers its figures with ``registry.figure``; importing this package
+registers them all, in the order the README shows them. Teaching helpers that are not figures
+live in ``tinyattn.examples``.
 """
 
-from . import engine  # noqa: F401
+from . import engine  # noqa: F401  (each import registers that topic's figures)
 from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
 from . import training  # noqa: F401
 from . import efficient  # noqa: F401
+from .registry import FIGURES, figure, make
+
+__all__ = ["FIGURES", "figure", "make"]

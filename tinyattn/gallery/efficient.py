@@ -1,24 +1,21 @@
 """Figures of efficient attention: flash tiles, sliding windows, accuracy, linear vs softmax, scaling.
 
-The scaling figure reads ``benchmarks/results/efficient.json`` (written by
+The scaling figure reads ``tinyattn/measurements/efficient.json`` (written by
 ``python benchmarks/efficient.py``); every other figure computes its numbers here, seeded.
 """
 
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 
 from .. import autograd as ag
 from .. import efficient as eff
 from .. import viz
-from ..figures import figure
+from ..examples import flash_error_table, linear_vs_softmax_distance, load_benchmark_results
+from .registry import figure
 from ..nn import functional as F
 
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       "benchmarks", "results", "efficient.json")
 SENTENCE = "the cat sat on the mat because it was tired of waiting".split()
 TILE_COLORS = {eff.TILE_FULL: "#2a9d8f", eff.TILE_MASKED: "#e9c46a", eff.TILE_SKIPPED: "#eeeeee"}
 METHOD_STYLE = {"plain": ("plain SDPA", "#264653"), "flash": ("flash, block 128", "#2a9d8f"),
@@ -27,19 +24,11 @@ METHOD_STYLE = {"plain": ("plain SDPA", "#264653"), "flash": ("flash, block 128"
                 "linear_causal": ("linear, causal", "#f4a261"), "sliding": ("sliding window", "#6a4c93")}
 
 
-def load_benchmark_results(path: str = RESULTS) -> dict:
-    """The saved results of ``python benchmarks/efficient.py`` (a dict; see the script)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist; run `python benchmarks/efficient.py` first")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 # ----------------------------------------------------------------------------------------------
 # flash attention: which tiles are computed
 # ----------------------------------------------------------------------------------------------
 
-def _below_diagonal(corners: list) -> list:
+def below_diagonal(corners: list) -> list:
     """Clip a convex polygon of (j, i) points to the half-plane j ≤ i (Sutherland-Hodgman)."""
     kept = []
     for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
@@ -64,7 +53,7 @@ def _draw_tiles(ax, N: int, S: int, block: int, is_causal: bool) -> None:
         ax.add_patch(Rectangle((c0, r0), c1 - c0, r1 - r0, facecolor=TILE_COLORS[kind], edgecolor="white",
                                linewidth=2, hatch="//" if kind == eff.TILE_SKIPPED else None))
         if kind == eff.TILE_MASKED:  # the part j ≤ i, kept after masking
-            kept = _below_diagonal([(c0, r0), (c1, r0), (c1, r1), (c0, r1)])
+            kept = below_diagonal([(c0, r0), (c1, r0), (c1, r1), (c0, r1)])
             ax.add_patch(Polygon(kept, closed=True, facecolor=TILE_COLORS[eff.TILE_FULL], alpha=0.55,
                                  edgecolor="none"))
     computed = int((kinds != eff.TILE_SKIPPED).sum())
@@ -128,37 +117,6 @@ def sliding_window():
 # flash == plain, to round-off
 # ----------------------------------------------------------------------------------------------
 
-def _attention_and_grads(fn, arrays, weights) -> list:
-    """[out, dq, dk, dv] of L = Σ weights ∘ fn(q, k, v), as ndarrays."""
-    q, k, v = (ag.tensor(a, requires_grad=True) for a in arrays)
-    out = fn(q, k, v)
-    (out * ag.tensor(weights.astype(out.dtype))).sum().backward()
-    return [out.data, q.grad, k.grad, v.grad]
-
-
-def flash_error_table(sizes=(100, 180, 330, 600, 1000), d: int = 32, block: int = 64, seed: int = 0) -> dict:
-    """Relative errors max|x − ref| / max|ref| of output and gradients, per N (causal attention).
-
-    "flash64": float64 flash vs float64 SDPA (pure round-off); "flash32" and "plain32": the
-    float32 versions of flash and SDPA, each against float64 SDPA (the float32 truth gap).
-    """
-    rng = np.random.default_rng(seed)
-    table = {key: {name: [] for name in ("output", "dq", "dk", "dv")}
-             for key in ("flash64", "flash32", "plain32")}
-    flash = lambda q, k, v: eff.flash_attention(q, k, v, is_causal=True, block_size=block)  # noqa: E731
-    plain = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    for N in sizes:
-        arrays = [rng.standard_normal((1, 2, N, d)) for _ in range(3)]
-        w = rng.standard_normal((1, 2, N, d))
-        ref = _attention_and_grads(plain, arrays, w)
-        runs = {"flash64": _attention_and_grads(flash, arrays, w),
-                "flash32": _attention_and_grads(flash, [a.astype(np.float32) for a in arrays], w),
-                "plain32": _attention_and_grads(plain, [a.astype(np.float32) for a in arrays], w)}
-        for key, got in runs.items():
-            for name, a, e in zip(("output", "dq", "dk", "dv"), got, ref):
-                table[key][name].append(float(np.max(np.abs(a - e)) / np.max(np.abs(e))))
-    return {"sizes": list(sizes), **table}
-
 
 @figure("flash_error", "flash vs plain attention: float64 round-off, and float32 error of each vs float64")
 def flash_error():
@@ -189,24 +147,6 @@ def flash_error():
 # ----------------------------------------------------------------------------------------------
 # linear attention vs softmax attention
 # ----------------------------------------------------------------------------------------------
-
-def linear_vs_softmax_distance(scales, N: int = 64, d: int = 16, seed: int = 0) -> dict:
-    """How far linear attention is from softmax attention as the logits grow.
-
-    q, k, v ~ N(0, 1) of shape (N, d), q and k multiplied by each scale s. Returns per scale the
-    mean total-variation distance ½ Σ_j |A_ij − P_ij| between the rows of linear attention's
-    weights A and the softmax weights P, and the relative output error ‖A V − P V‖ / ‖P V‖.
-    """
-    rng = np.random.default_rng(seed)
-    q, k, v = (rng.standard_normal((N, d)) for _ in range(3))
-    tv, err = [], []
-    for s in scales:
-        a = eff.linear_attention_weights(q * s, k * s)  # (N, N)
-        _, p = F.scaled_dot_product_attention(ag.tensor(q * s), ag.tensor(k * s), ag.tensor(v),
-                                              return_weights=True)
-        tv.append(float(0.5 * np.abs(a - p.data).sum(axis=-1).mean()))
-        err.append(float(np.linalg.norm(a @ v - p.data @ v) / np.linalg.norm(p.data @ v)))
-    return {"scales": list(scales), "tv": tv, "output_error": err}
 
 
 @figure("linear_vs_softmax", "softmax weights vs the weights linear attention uses, and their distance")
@@ -270,5 +210,5 @@ def efficient_scaling():
     axes[0].legend(fontsize=8)
     cfg = data["config"]
     fig.suptitle(f"float32, B = H = 1, d = {cfg['d']}, window {cfg['window']}; "
-                 f"from benchmarks/results/efficient.json ({data['machine'].split(';')[0]})", fontsize=10)
+                 f"from tinyattn/measurements/efficient.json ({data['machine'].split(';')[0]})", fontsize=10)
     return fig

@@ -9,80 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import autograd, nn, viz
-from ..figures import figure
-from ..nn import functional as F
-
-SCALING_D_K = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-DEPTHS = (2, 4, 8, 16, 32)
+from .. import viz
+from ..examples import DEPTHS, depth_stats, depth_sweep, scaling_stats
+from .registry import figure
 
 
 # ----------------------------------------------------------------------------------------------
 # the experiments
 # ----------------------------------------------------------------------------------------------
-
-def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, seed: int = 0) -> dict:
-    """Score variance and softmax saturation for random q, k ~ N(0, I), for each d_k.
-
-    For each d_k: num_queries queries (B, 1, d_k), each with its own num_keys keys (B, S, d_k).
-    Scores s = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of s;
-    theory d_k and 1), ``max_weight_*`` (mean largest softmax weight of a row: 1/S = uniform,
-    1 = one-hot) and ``jacobian_*`` (mean Frobenius norm of the softmax Jacobian diag(p) − p pᵀ,
-    which goes to 0 as the softmax saturates: no gradient reaches the scores).
-    """
-    rng = np.random.default_rng(seed)
-    out = {name: [] for name in ("var_unscaled", "var_scaled", "max_weight_unscaled",
-                                 "max_weight_scaled", "jacobian_unscaled", "jacobian_scaled")}
-    for d_k in d_ks:
-        q = autograd.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (B, 1, d_k)
-        k = autograd.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (B, S, d_k)
-        raw = (q @ k.transpose(-2, -1)).data  # (B, 1, S)
-        for tag, scale in (("unscaled", 1.0), ("scaled", d_k ** -0.5)):
-            p = F.softmax(autograd.tensor(raw * scale), dim=-1).data[:, 0]  # (B, S)
-            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (B, S, S)
-            out[f"var_{tag}"].append(np.var(raw * scale))
-            out[f"max_weight_{tag}"].append(p.max(axis=-1).mean())
-            out[f"jacobian_{tag}"].append(np.linalg.norm(jac, axis=(1, 2)).mean())
-    return {"d_k": np.array(d_ks), **{name: np.array(v) for name, v in out.items()}}
-
-
-def depth_stats(norm_first: bool, num_layers: int, d_model: int = 32, nhead: int = 4,
-                dim_feedforward: int = 128, seq_len: int = 10, batch: int = 4, seed: int = 0) -> dict:
-    """Gradient norms, layer by layer, of a freshly initialized stack of encoder layers.
-
-    ``num_layers`` independently initialized ``TransformerEncoderLayer``s (float64, dropout 0,
-    PyTorch's default initialization), a final LayerNorm when ``norm_first`` (as pre-norm models
-    use), input x (batch, seq_len, d_model) ~ N(0, 1), loss = mean((out − y)²) for a random y.
-    Returns arrays over layers: ``param_grad`` (norm of the gradients of the layer's four weight
-    matrices: in_proj_weight, out_proj.weight, linear1.weight, linear2.weight),
-    ``input_grad`` (norm of dloss/d(layer input)) and ``residual_rms`` (root mean square of the
-    layer's input: the residual stream).
-    """
-    autograd.manual_seed(seed)
-    layers = [nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True,
-                                         norm_first=norm_first).double() for _ in range(num_layers)]
-    final_norm = nn.LayerNorm(d_model).double() if norm_first else nn.Identity()
-    rng = np.random.default_rng(seed)
-    h = autograd.tensor(rng.standard_normal((batch, seq_len, d_model)), requires_grad=True)
-    target = autograd.tensor(rng.standard_normal((batch, seq_len, d_model)))
-    inputs = []
-    for layer in layers:
-        inputs.append(h.retain_grad())
-        h = layer(h)
-    loss = ((final_norm(h) - target) ** 2).mean()
-    loss.backward()
-    return {
-        "param_grad": np.array([np.sqrt(sum(np.sum(p.grad ** 2) for p in layer.parameters()
-                                            if p.ndim == 2)) for layer in layers]),
-        "input_grad": np.array([np.linalg.norm(x.grad) for x in inputs]),
-        "residual_rms": np.array([np.sqrt(np.mean(x.data ** 2)) for x in inputs]),
-    }
-
-
-def depth_sweep(norm_first: bool, depths=DEPTHS, seeds=(0, 1, 2)) -> np.ndarray:
-    """Gradient norm of the last layer's weight matrices vs the depth of the stack (mean over seeds)."""
-    return np.array([np.mean([depth_stats(norm_first, n, seed=s)["param_grad"][-1] for s in seeds])
-                     for n in depths])
 
 
 # ----------------------------------------------------------------------------------------------

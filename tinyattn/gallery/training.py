@@ -1,63 +1,18 @@
 """Figures for notebook 06: what a tiny encoder's attention learns on reverse, sort and recall.
 
 Nothing is trained here: the figures load the checkpoints and training logs that
-``python -m tinyattn.train --task T --save checkpoints/T.npz`` wrote (committed in
-``checkpoints/``). "Before training" is the same model at its seeded initialization.
+``python -m tinyattn.train --task T --save tinyattn/checkpoints/T.npz`` wrote (package data
+in ``tinyattn/checkpoints/``). "Before training" is the same model at its seeded initialization.
 """
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
 from .. import data, viz
-from ..figures import figure
-from ..train import attention_maps, build_model, checkpoint_path, ideal_overlap, load_checkpoint
-
-STAGES = ("before training", "after training")
-
-
-def test_set(task: str) -> data.Split:
-    """The held-out set of the committed run of ``task`` (the same examples it was scored on)."""
-    _, config = load_checkpoint(checkpoint_path(task))
-    return data.make_splits(task, 1, config.n_test, config.seed)[1]  # the test set is drawn first
-
-
-def example(task: str, index: int = 0):
-    """Test example ``index`` of the committed run of ``task``: (tokens (L,), answers (A,))."""
-    test = test_set(task)
-    return test.tokens[index], test.answers[index]
-
-
-def head_overlaps(task: str, n: int = 200) -> dict:
-    """``ideal_overlap`` of every head, (layers, H), before and after training, on n test examples."""
-    trained, config = load_checkpoint(checkpoint_path(task))
-    tokens = test_set(task).tokens[:n]  # (n, L)
-    ideal = data.ideal_attention(task, tokens)  # (n, A, L)
-    slots = data.task_spec(task).answer_positions
-    return {stage: ideal_overlap(attention_maps(model, tokens), ideal, slots)
-            for stage, model in zip(STAGES, (build_model(config), trained))}
-
-
-def slot_attention(task: str, tokens: np.ndarray):
-    """Attention of the answer slots over the given tokens and ``=``, per stage and layer.
-
-    tokens (L,) -> {stage: (layers, H, A, input_len + 1)}, from the seeded initialization and
-    from the committed checkpoint. The slot columns are left out: they are masked (zero).
-    """
-    trained, config = load_checkpoint(checkpoint_path(task))
-    spec = data.task_spec(task)
-    out = {}
-    for stage, model in zip(STAGES, (build_model(config), trained)):
-        maps = attention_maps(model, tokens[None])[:, 0]  # (layers, H, L, L)
-        out[stage] = maps[:, :, spec.answer_positions, :spec.input_len + 1]  # (layers, H, A, T+1)
-    return out
-
-
-def slot_labels(task: str, answers: np.ndarray) -> list:
-    """Row labels of the answer slots: ``?i→a`` (slot i, correct answer a)."""
-    return [f"?{i}→{a}" for i, a in enumerate(data.decode(answers))]
+from ..examples import example, head_overlaps, slot_attention, slot_labels, training_log
+from .registry import figure
 
 
 def _trained_attention(task: str):
@@ -96,12 +51,6 @@ for _task, _what in (("reverse", "the anti-diagonal"), ("sort", "the position of
     figure(f"trained_attention_{_task}",
            f"{_task}: slot attention before/after training next to the ideal ({_what})")(
         lambda task=_task: _trained_attention(task))
-
-
-def training_log(task: str) -> dict:
-    """The JSON log written next to ``checkpoints/{task}.npz``: config, result, history."""
-    with open(checkpoint_path(task).with_suffix(".json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 @figure("training_curves", "training loss and batch accuracy of the committed runs on the three tasks")

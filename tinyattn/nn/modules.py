@@ -301,7 +301,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        F._check_p(p)
+        F.check_probability(p)
         self.p = p
 
     def forward(self, input):
@@ -504,7 +504,7 @@ class MultiheadAttention(Module):
             if flag:
                 raise ValueError(f"{name}=True is not supported by tinyattn (it is not needed "
                                  f"for the tutorials); construct with {name}=False")
-        F._check_p(dropout)
+        F.check_probability(dropout)
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.head_dim = embed_dim // num_heads
         self.kdim = kdim if kdim is not None else embed_dim
@@ -569,7 +569,7 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True,
                 attn_mask=None, average_attn_weights: bool = True, is_causal: bool = False):
-        query, key, value = (F._tensor(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
+        query, key, value = F.check_tensor(query, "query"), F.check_tensor(key, "key"), F.check_tensor(value, "value")
         self._check_inputs(query, key, value)
         if is_causal and attn_mask is None:
             raise ValueError("is_causal=True is a hint that attn_mask is the causal mask (as in "
@@ -598,14 +598,12 @@ class MultiheadAttention(Module):
         v = v.reshape(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
         p = self.dropout if self.training else 0.0
         recorders = [r for r in _RECORDERS if r.wants(self)]
-        weights = None
-        if need_weights:
-            weights = self._explicit_weights(q, k, mask, p)  # (N, H, L, S), differentiable
-            heads = weights @ v  # (N, H, L, D)
-        elif recorders:
+        if need_weights:  # step by step: the weights (N, H, L, S) are returned, in the graph
+            heads, weights = F.attention_by_primitives(q, k, v, mask, dropout_p=p)  # (N, H, L, D)
+        elif recorders:  # fused, and the weights are copied out for the recorder
             heads, weights = F.scaled_dot_product_attention(q, k, v, mask, p, return_weights=True)
-        else:
-            heads = F.scaled_dot_product_attention(q, k, v, mask, p)  # (N, H, L, D)
+        else:  # fused: the weights are never materialized
+            heads, weights = F.scaled_dot_product_attention(q, k, v, mask, p), None  # (N, H, L, D)
         for r in recorders:
             r.add(self, weights.data.copy())
         out = heads.transpose(1, 2).reshape(N, L, E)  # (N, L, E): heads concatenated
@@ -620,16 +618,6 @@ class MultiheadAttention(Module):
             weights = weights.mean(dim=1)  # (N, L, S)
         return out, weights.squeeze(0) if unbatched else weights
 
-    @staticmethod
-    def _explicit_weights(q: Tensor, k: Tensor, mask, p: float) -> Tensor:
-        """softmax(q kᵀ / √D + mask), then dropout: the need_weights path (graph through P)."""
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (N, H, L, S)
-        if mask is not None and mask.dtype == np.bool_:
-            scores = scores.masked_fill(~mask, -np.inf)
-        elif mask is not None:
-            scores = scores + Tensor(mask)
-        return F.dropout(F.softmax(scores, dim=-1), p, training=p > 0)
-
 
 def causal_mask(L: int, S=None) -> np.ndarray:
     """The (L, S) bool mask in MultiheadAttention polarity: True above the diagonal = may NOT attend.
@@ -638,15 +626,6 @@ def causal_mask(L: int, S=None) -> np.ndarray:
     """
     S = L if S is None else S
     return np.triu(np.ones((L, S), dtype=bool), k=1)
-
-
-def _is_causal_mask(mask, L: int) -> bool:
-    if mask is None:
-        return False
-    m = _mask_array(mask, "mask")
-    blocked = m if m.dtype == np.bool_ else np.isneginf(m)
-    return m.shape == (L, L) and np.array_equal(blocked, causal_mask(L)) and (
-        m.dtype == np.bool_ or np.all(m[~blocked] == 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -688,7 +667,7 @@ class TransformerEncoderLayer(Module):
         self.activation = activation
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
-        x = F._tensor(src, "src")
+        x = F.check_tensor(src, "src")
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self._ff_block(self.norm2(x))
@@ -711,7 +690,8 @@ class TransformerEncoder(Module):
     """``num_layers`` deep copies of ``encoder_layer`` applied in order, then ``norm`` if given.
 
     The copies start with identical weights, exactly as in PyTorch (a known surprise).
-    ``enable_nested_tensor`` is accepted for compatibility and has no effect.
+    ``enable_nested_tensor`` and ``mask_check`` (PyTorch's fast-path switches) are accepted for
+    compatibility and ignored; ``is_causal`` is passed on to the layers as a hint, as in PyTorch.
     """
 
     def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm=None,
@@ -720,15 +700,12 @@ class TransformerEncoder(Module):
         self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers = num_layers
         self.norm = norm
-        self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
-        x = F._tensor(src, "src")
-        if is_causal is None:
-            seq_len = x.shape[1 if self.layers[0].self_attn.batch_first and x.ndim == 3 else 0]
-            is_causal = _is_causal_mask(mask, seq_len)
+        x = F.check_tensor(src, "src")
         for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
+                      is_causal=bool(is_causal))
         return self.norm(x) if self.norm is not None else x
 
 
@@ -767,7 +744,7 @@ class PositionalEncoding(Module):
         self.pe = sinusoidal_table(max_len, d_model, np.float64)  # (max_len, d_model)
 
     def forward(self, x):
-        x = F._tensor(x)
+        x = F.check_tensor(x)
         axis = _positions_axis(x, self.batch_first)
         T = x.shape[axis]
         if x.shape[-1] != self.d_model or T > self.max_len:
@@ -789,7 +766,7 @@ class LearnedPositionalEncoding(Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x):
-        x = F._tensor(x)
+        x = F.check_tensor(x)
         axis = _positions_axis(x, self.batch_first)
         T = x.shape[axis]
         if x.shape[-1] != self.d_model or T > self.max_len:

@@ -1,0 +1,32 @@
+"""The figure registry: every figure is a function returning a matplotlib Figure, registered by name.
+
+    @figure("score_matrix", "attention weights on a labelled sentence")
+    def score_matrix(): ...
+
+``make(name)`` builds one (seeded) for a notebook; ``python -m tinyattn.figures`` saves them all.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FIGURES", "figure", "make"]
+
+FIGURES: dict = {}  # name -> (function returning a Figure, one-line description)
+
+
+def figure(name: str, description: str):
+    """Register ``fn() -> matplotlib.figure.Figure`` as the figure ``figures/{name}.png``."""
+
+    def register(fn):
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} is registered twice")
+        FIGURES[name] = (fn, description)
+        return fn
+
+    return register
+
+
+def make(name: str):
+    """Build the figure ``name`` (seeded) and return it, without saving: for notebooks."""
+    if name not in FIGURES:
+        raise KeyError(f"unknown figure {name!r}; known: {', '.join(sorted(FIGURES))}")
+    return FIGURES[name][0]()
