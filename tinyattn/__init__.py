@@ -6,7 +6,7 @@
     out, weights = mha(x, x, x)
 """
 
-from . import efficient, nn, optim
+from . import efficient, kernels, nn, optim
 from .autograd import (
     Tensor, arange, bool_, cat, enable_grad, float32, float64, full, get_rng, gradcheck, int64,
     is_grad_enabled, manual_seed, no_grad, ones, ones_like, rand, randn, stack, tensor,
@@ -21,6 +21,6 @@ __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "get_rng",
     "zeros", "ones", "zeros_like", "ones_like", "full", "randn", "rand", "arange", "cat", "stack",
     "where", "unbroadcast", "gradcheck", "save", "load", "nn", "optim", "efficient", "set_num_threads",
-    "get_num_threads",
+    "get_num_threads", "kernels",
     "float32", "float64", "int64", "bool_",
 ]

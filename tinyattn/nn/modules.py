@@ -18,7 +18,7 @@ __all__ = [
     "Parameter", "Module", "Linear", "LayerNorm", "Embedding", "Dropout", "ReLU", "GELU",
     "Identity", "Sequential", "ModuleList", "MultiheadAttention", "TransformerEncoderLayer",
     "TransformerEncoder", "PositionalEncoding", "LearnedPositionalEncoding",
-    "record_attention", "AttentionRecord", "causal_mask", "sinusoidal_table",
+    "record_attention", "AttentionRecord", "causal_mask", "sinusoidal_table", "merge_masks",
 ]
 
 
@@ -445,7 +445,7 @@ def _mask_array(mask, name: str) -> np.ndarray:
     return arr
 
 
-def _merge_masks(attn_mask, key_padding_mask, N: int, H: int, L: int, S: int, dtype):
+def merge_masks(attn_mask, key_padding_mask, N: int, H: int, L: int, S: int, dtype):
     """PyTorch's MHA masks -> one SDPA mask (bool True = may attend, or float additive).
 
     attn_mask (L, S) or (N·H, L, S), key_padding_mask (N, S); bool True means "may NOT attend".
@@ -586,7 +586,7 @@ class MultiheadAttention(Module):
         S, H, D = key.shape[0], self.num_heads, self.head_dim
         if key.shape[1] != N:
             raise ValueError(f"query has batch size {N} but key has batch size {key.shape[1]}")
-        mask = _merge_masks(attn_mask, key_padding_mask, N, H, L, S, query.dtype)
+        mask = merge_masks(attn_mask, key_padding_mask, N, H, L, S, query.dtype)
 
         W_q, W_k, W_v = self.projection_weights()
         b_q, b_k, b_v = self.projection_biases()
