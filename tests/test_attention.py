@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import tinyattn as ta
 import tinyattn.nn as nn
 import tinyattn.nn.functional as F
-from helpers import assert_close, seed_snippet, t64
+from helpers import assert_close, sdpa_masks, seed_snippet, t64
 
 RNG = np.random.default_rng(5)
 
@@ -44,15 +44,7 @@ def grads(fn, *inputs, seed=0):
     return out.data, [x.grad for x in xs]
 
 
-MASKS = {
-    "none": None,
-    "bool": RNG.random((1, 1, 5, 7)) < 0.7,
-    "bool-full-rows": np.concatenate([np.zeros((1, 7), bool), RNG.random((4, 7)) < 0.6]),
-    "float": RNG.standard_normal((2, 1, 5, 7)),
-    "float-inf": np.where(RNG.random((5, 7)) < 0.3, -np.inf, RNG.standard_normal((5, 7))),
-    "bool-1d": RNG.random(7) < 0.6,
-    "float-1d": RNG.standard_normal(7),
-}
+MASKS = sdpa_masks(RNG)
 
 
 # -- scaled dot-product attention -----------------------------------------------------------------

@@ -6,24 +6,9 @@ import numpy as np
 import pytest
 
 import tinyattn as ta
-from helpers import assert_close, import_torch
+from helpers import assert_close, import_torch, torch_parity
 
 torch = import_torch()
-
-
-def _run_both(fn_ta, fn_torch, arrays, seed=0):
-    """Apply both functions to copies of ``arrays``; backprop the same random cotangent."""
-    xs_ta = [ta.tensor(a, requires_grad=True) for a in arrays]
-    xs_t = [torch.tensor(a, requires_grad=True) for a in arrays]
-    out_ta, out_t = fn_ta(*xs_ta), fn_torch(*xs_t)
-    assert_close(out_ta, out_t.detach().numpy(), what="forward")
-    cot = np.random.default_rng(seed).standard_normal(out_t.shape)
-    out_ta.backward(cot)
-    out_t.backward(torch.tensor(cot))
-    for i, (a, b) in enumerate(zip(xs_ta, xs_t)):
-        expected = np.zeros_like(a.data) if b.grad is None else b.grad.numpy()
-        got = np.zeros_like(a.data) if a.grad is None else a.grad
-        assert_close(got, expected, what=f"gradient of input {i}")
 
 
 RNG = np.random.default_rng(1)
@@ -83,7 +68,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_op_matches_pytorch(name):
     fn_ta, fn_torch, arrays = CASES[name]
-    _run_both(fn_ta, fn_torch, arrays)
+    torch_parity(fn_ta, fn_torch, arrays)
 
 
 def test_float32_results_match_pytorch_float32():

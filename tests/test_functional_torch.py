@@ -7,23 +7,11 @@ import pytest
 
 import tinyattn as ta
 import tinyattn.nn.functional as F
-from helpers import assert_close, import_torch
+from helpers import assert_close, import_torch, torch_parity
 
 torch = import_torch()
 TF = torch.nn.functional
 RNG = np.random.default_rng(2)
-
-
-def compare(fn_ta, fn_torch, arrays, rtol=1e-6, atol=1e-9):
-    xs_ta = [ta.tensor(a, requires_grad=True) for a in arrays]
-    xs_t = [torch.tensor(a, requires_grad=True) for a in arrays]
-    out_ta, out_t = fn_ta(*xs_ta), fn_torch(*xs_t)
-    assert_close(out_ta, out_t.detach().numpy(), rtol=rtol, atol=atol, what="forward")
-    cot = RNG.standard_normal(out_t.shape)
-    out_ta.backward(cot)
-    out_t.backward(torch.tensor(cot))
-    for i, (a, b) in enumerate(zip(xs_ta, xs_t)):
-        assert_close(a.grad, b.grad.numpy(), rtol=rtol, atol=atol, what=f"gradient {i}")
 
 
 def n(*shape):
@@ -31,35 +19,35 @@ def n(*shape):
 
 
 def test_linear():
-    compare(F.linear, TF.linear, [n(2, 3, 4), n(5, 4), n(5)])
-    compare(F.linear, TF.linear, [n(7, 4), n(5, 4)])
+    torch_parity(F.linear, TF.linear, [n(2, 3, 4), n(5, 4), n(5)])
+    torch_parity(F.linear, TF.linear, [n(7, 4), n(5, 4)])
 
 
 def test_relu_and_gelu_exact_and_tanh():
     x = n(4, 50) * 4
-    compare(F.relu, TF.relu, [x])
-    compare(F.gelu, TF.gelu, [x], rtol=1e-12, atol=1e-14)  # float64 round-off
-    compare(lambda t: F.gelu(t, approximate="tanh"), lambda t: TF.gelu(t, approximate="tanh"), [x],
+    torch_parity(F.relu, TF.relu, [x])
+    torch_parity(F.gelu, TF.gelu, [x], rtol=1e-12, atol=1e-14)  # float64 round-off
+    torch_parity(lambda t: F.gelu(t, approximate="tanh"), lambda t: TF.gelu(t, approximate="tanh"), [x],
             rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("dim", [0, -1])
 def test_softmax_and_log_softmax(dim):
     x = n(3, 4, 5) * 5
-    compare(lambda t: F.softmax(t, dim), lambda t: TF.softmax(t, dim), [x])
-    compare(lambda t: F.log_softmax(t, dim), lambda t: TF.log_softmax(t, dim), [x])
+    torch_parity(lambda t: F.softmax(t, dim), lambda t: TF.softmax(t, dim), [x])
+    torch_parity(lambda t: F.log_softmax(t, dim), lambda t: TF.log_softmax(t, dim), [x])
 
 
 def test_layer_norm():
-    compare(lambda x, w, b: F.layer_norm(x, (5,), w, b), lambda x, w, b: TF.layer_norm(x, (5,), w, b),
+    torch_parity(lambda x, w, b: F.layer_norm(x, (5,), w, b), lambda x, w, b: TF.layer_norm(x, (5,), w, b),
             [n(3, 4, 5) * 3 + 1, n(5), n(5)])
-    compare(lambda x, w: F.layer_norm(x, (4, 5), w, None, 1e-3),
+    torch_parity(lambda x, w: F.layer_norm(x, (4, 5), w, None, 1e-3),
             lambda x, w: TF.layer_norm(x, (4, 5), w, None, 1e-3), [n(3, 4, 5), n(4, 5)])
 
 
 def test_embedding_with_padding_idx():
     idx = np.array([[0, 3, 3], [1, 0, 5]])
-    compare(lambda w: F.embedding(idx, w, padding_idx=3),
+    torch_parity(lambda w: F.embedding(idx, w, padding_idx=3),
             lambda w: TF.embedding(torch.tensor(idx), w, padding_idx=3), [n(6, 4)])
 
 
@@ -71,8 +59,8 @@ def test_cross_entropy(reduction):
                    {"ignore_index": 2}):
         tk = np.where(t == -100, 2, t) if "ignore_index" in kwargs else t
         tkw = {k: torch.tensor(v) if k == "weight" else v for k, v in kwargs.items()}
-        compare(lambda x: F.cross_entropy(x, tk, reduction=reduction, **kwargs),
+        torch_parity(lambda x: F.cross_entropy(x, tk, reduction=reduction, **kwargs),
                 lambda x: TF.cross_entropy(x, torch.tensor(tk), reduction=reduction, **tkw), [n(5, 5)])
     t3 = np.array([[0, 2, 1], [3, -100, 0]])
-    compare(lambda x: F.cross_entropy(x, t3, reduction=reduction),
+    torch_parity(lambda x: F.cross_entropy(x, t3, reduction=reduction),
             lambda x: TF.cross_entropy(x, torch.tensor(t3), reduction=reduction), [n(2, 4, 3)])

@@ -15,19 +15,11 @@ import tinyattn as ta
 import tinyattn.nn.functional as F
 from tinyattn import kernels
 from tinyattn.kernels import tiled_attention as kernel_module
-from helpers import assert_close, t64
+from helpers import assert_close, sdpa_masks, t64
 
 RNG = np.random.default_rng(11)
 
-MASKS = {
-    "none": None,
-    "bool": RNG.random((1, 1, 5, 7)) < 0.7,
-    "bool-full-rows": np.concatenate([np.zeros((1, 7), bool), RNG.random((4, 7)) < 0.6]),
-    "float": RNG.standard_normal((2, 1, 5, 7)),
-    "float-inf": np.where(RNG.random((5, 7)) < 0.3, -np.inf, RNG.standard_normal((5, 7))),
-    "bool-1d": RNG.random(7) < 0.6,
-    "float-1d": RNG.standard_normal(7),
-}
+MASKS = sdpa_masks(RNG)
 
 
 def qkv(N=2, H=3, L=5, S=7, E=4, Ev=6, Hkv=None):

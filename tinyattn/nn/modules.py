@@ -724,8 +724,14 @@ def sinusoidal_table(max_len: int, d_model: int, dtype=None) -> np.ndarray:
     return pe.astype(dtype or DEFAULT_DTYPE)
 
 
-def _positions_axis(x: Tensor, batch_first: bool) -> int:
-    return 1 if (batch_first and x.ndim == 3) else 0
+def _positions(x: Tensor, d_model: int, max_len: int, batch_first: bool) -> tuple:
+    """(axis of the positions in x, their number T), after checking x's width and length."""
+    axis = 1 if (batch_first and x.ndim == 3) else 0
+    T = x.shape[axis]
+    if x.shape[-1] != d_model or T > max_len:
+        raise ValueError(f"input has shape {x.shape}; expected d_model {d_model} and at "
+                         f"most max_len {max_len} positions")
+    return axis, T
 
 
 class PositionalEncoding(Module):
@@ -745,11 +751,7 @@ class PositionalEncoding(Module):
 
     def forward(self, x):
         x = F.check_tensor(x)
-        axis = _positions_axis(x, self.batch_first)
-        T = x.shape[axis]
-        if x.shape[-1] != self.d_model or T > self.max_len:
-            raise ValueError(f"input has shape {x.shape}; expected d_model {self.d_model} and at "
-                             f"most max_len {self.max_len} positions")
+        axis, T = _positions(x, self.d_model, self.max_len, self.batch_first)
         pe = self.pe[:T]  # (T, E)
         pe = pe[:, None, :] if axis == 0 and x.ndim == 3 else pe
         return self.dropout(x + pe.astype(x.dtype, copy=False))
@@ -767,11 +769,7 @@ class LearnedPositionalEncoding(Module):
 
     def forward(self, x):
         x = F.check_tensor(x)
-        axis = _positions_axis(x, self.batch_first)
-        T = x.shape[axis]
-        if x.shape[-1] != self.d_model or T > self.max_len:
-            raise ValueError(f"input has shape {x.shape}; expected d_model {self.d_model} and at "
-                             f"most max_len {self.max_len} positions")
+        axis, T = _positions(x, self.d_model, self.max_len, self.batch_first)
         pe = self.embedding(np.arange(T))  # (T, E)
         if axis == 0 and x.ndim == 3:
             pe = pe.unsqueeze(1)  # (T, 1, E)
