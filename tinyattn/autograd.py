@@ -144,6 +144,14 @@ def _axes(dim, ndim: int):
     return tuple(out)
 
 
+def _new_axis(dim: int, ndim: int, op: str) -> int:
+    """Where a new axis goes in an ndim-D tensor: dim in [−ndim − 1, ndim], as PyTorch checks."""
+    if not -ndim - 1 <= dim <= ndim:
+        raise IndexError(f"{op}: dim {dim} is out of range for a {ndim}-D tensor (a new axis "
+                         f"goes at -{ndim + 1} ... {ndim})")
+    return int(dim) % (ndim + 1)
+
+
 def _other(x, like: "Tensor") -> "Tensor":
     """Wrap the other operand of a binary op; a Python scalar takes ``like``'s float dtype."""
     if isinstance(x, Tensor):
@@ -162,6 +170,10 @@ class Tensor:
 
     ``data``: the ``np.ndarray``; ``grad``: an ndarray of the same shape after ``backward`` (for
     leaves that require grad), else None.
+
+    Ops keep references to the arrays they need for the backward (not copies), so changing
+    ``.data`` in place between forward and backward silently corrupts the gradients, as in
+    PyTorch. Change ``.data`` only outside a graph (e.g. in an optimizer step).
     """
 
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
@@ -610,7 +622,7 @@ class Tensor:
                               "permute")
 
     def unsqueeze(self, dim: int):
-        axis = dim % (self.ndim + 1)
+        axis = _new_axis(dim, self.ndim, "unsqueeze")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     def squeeze(self, dim=None):
@@ -779,7 +791,7 @@ def stack(tensors, dim: int = 0) -> Tensor:
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack needs equal shapes, got {sorted(shapes)}")
-    axis = dim % (tensors[0].ndim + 1)
+    axis = _new_axis(dim, tensors[0].ndim, "stack")
     out = np.stack([t.data for t in tensors], axis=axis)
     return Tensor.from_op(out, tuple(tensors), lambda g: tuple(np.moveaxis(g, axis, 0)), "stack")
 
@@ -837,7 +849,7 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     dL/dx tests the whole vector-Jacobian product of every input.
 
     Returns True, or raises ``AssertionError`` naming the input, the worst index and the
-    analytic and numeric values there.
+    analytic and numeric values there (a NaN or infinite gradient on either side fails).
     """
     inputs = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
     args = [
@@ -852,9 +864,13 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     weights = []
 
     def scalar_loss():
-        outs = fn(*args)
-        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        result = fn(*args)
+        outs = result if isinstance(result, (tuple, list)) else (result,)
         outs = [o for o in outs if isinstance(o, Tensor) and _is_float(o.data)]
+        if not outs:
+            got = f"a Tensor of dtype {result.dtype}" if isinstance(result, Tensor) else type(result).__name__
+            raise TypeError(f"gradcheck: fn must return a floating-point Tensor (or a tuple of them) "
+                            f"computed from the inputs with tinyattn ops; it returned {got}")
         while len(weights) < len(outs):
             weights.append(weights_rng.standard_normal(outs[len(weights)].shape))
         total = None
@@ -873,6 +889,13 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         analytic = np.zeros_like(x.data) if x.grad is None else x.grad.copy()
         with no_grad():
             numeric = numerical_gradient(lambda: scalar_loss().item(), x, eps)
+        finite = np.isfinite(analytic) & np.isfinite(numeric)
+        if not finite.all():  # a NaN never compares as wrong, so look for it first
+            worst = tuple(map(int, np.argwhere(~finite)[0]))
+            raise AssertionError(
+                f"gradcheck failed for input {i} (shape {x.shape}) at index {worst}: "
+                f"analytic {analytic[worst]:.10g}, numeric {numeric[worst]:.10g} (a gradient that "
+                f"is not finite)")
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if np.any(err > 0):
             worst = np.unravel_index(np.argmax(err), x.shape)

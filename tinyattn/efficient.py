@@ -17,6 +17,7 @@ and value share them. Every op has a hand-written backward next to its forward.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -48,8 +49,6 @@ def _check_qkv(name: str, q: Tensor, k: Tensor, v: Tensor) -> None:
         F.check_qkv(q, k, v, enable_gqa=False)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
-    if k.shape[-2] == 0:
-        raise ValueError(f"{name}: key has shape {k.shape}; attention needs at least one key")
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(f"{name}: query {q.shape}, key {k.shape} and value {v.shape} must share "
                          f"their leading (batch, head) dims")
@@ -60,7 +59,24 @@ def _check_qkv(name: str, q: Tensor, k: Tensor, v: Tensor) -> None:
 
 def _flat(t: Tensor) -> np.ndarray:
     """(..., T, D) -> (G, T, D), G the product of the leading dims (a view when possible)."""
-    return t.data.reshape((-1,) + t.shape[-2:])
+    return t.data.reshape((math.prod(t.shape[:-2]),) + t.shape[-2:])
+
+
+def _check_int(op: str, name: str, value, minimum: int) -> int:
+    """``value`` as an int ≥ ``minimum``: a TypeError for a non-number, a ValueError otherwise."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be {what}, got {value!r}")
+    if not math.isfinite(value) or int(value) != value or value < minimum:
+        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def _empty_attention(op: str, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """No queries or no keys: an empty output, or zeros (no key to average), as SDPA gives."""
+    out = np.zeros(q.shape[:-1] + v.shape[-1:], q.dtype)  # (..., N, dv)
+    zeros = lambda g: tuple(np.zeros(t.shape, g.dtype) for t in (q, k, v))  # noqa: E731
+    return Tensor.from_op(out, (q, k, v), zeros, op)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,11 +205,11 @@ def flash_attention(q, k, v, is_causal: bool = False, scale=None, block_size: in
     """
     q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("flash_attention", q, k, v)
-    if int(block_size) != block_size or block_size < 1:
-        raise ValueError(f"flash_attention: block_size must be a positive int, got {block_size!r}")
-    block = int(block_size)
+    block = _check_int("flash_attention", "block_size", block_size, 1)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        return _empty_attention("flash_attention", q, k, v)
     lead, N = q.shape[:-2], q.shape[-2]
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = F.check_scale(scale, q.shape[-1])
     qf, kf, vf = _flat(q), _flat(k), _flat(v)  # (G, N, d), (G, S, d), (G, S, dv)
     out, lse = _flash_forward(qf, kf, vf, scale, block, is_causal)  # (G, N, dv), (G, N)
 
@@ -278,11 +294,12 @@ def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scal
     """
     q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("sliding_window_attention", q, k, v)
-    if int(window) != window or window < 0:
-        raise ValueError(f"sliding_window_attention: window must be an int >= 0, got {window!r}")
+    window = _check_int("sliding_window_attention", "window", window, 0)
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        return _empty_attention("sliding_window_attention", q, k, v)
     lead, N, S, dv = q.shape[:-2], q.shape[-2], k.shape[-2], v.shape[-1]
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    b, left, W, nb = _window_layout(N, S, int(window), is_causal)
+    scale = F.check_scale(scale, q.shape[-1])
+    b, left, W, nb = _window_layout(N, S, window, is_causal)
     qf = _flat(q)  # (G, N, d)
     G, d = qf.shape[0], qf.shape[-1]
     qs = np.zeros((G, nb * b, d), dtype=q.dtype)  # (G, nb·b, d): zero rows pad the last block
@@ -293,8 +310,8 @@ def sliding_window_attention(q, k, v, window: int, is_causal: bool = False, scal
 
     a = np.arange(b)[:, None]  # (b, 1) row inside the block
     c = np.arange(W)[None, :]  # (1, W) column inside the window
-    low = 0 if is_causal else -int(window)
-    band = (a + left - c >= low) & (a + left - c <= int(window))  # (b, W): i − j in [low, window]
+    low = 0 if is_causal else -window
+    band = (a + left - c >= low) & (a + left - c <= window)  # (b, W): i − j in [low, window]
     key = np.arange(nb)[:, None] * b - left + np.arange(W)[None, :]  # (nb, W) key index j
     valid = (key >= 0) & (key < S)  # (nb, W)
     p = qs @ np.swapaxes(kwin, -1, -2)  # (G, nb, b, W) scores
@@ -527,6 +544,11 @@ def linear_attention(q, k, v, is_causal: bool = False, eps: float = 1e-6) -> Ten
     """
     q, k, v = F.check_tensor(q, "query"), F.check_tensor(k, "key"), F.check_tensor(v, "value")
     _check_qkv("linear_attention", q, k, v)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"linear_attention: eps must be a positive number (it keeps the "
+                         f"normalizer φ(q)·Σφ(k) + eps away from 0), got {eps!r}")
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        return _empty_attention("linear_attention", q, k, v)
     lead, N, e = q.shape[:-2], q.shape[-2], v.shape[-1]
     qf, kf, vf = _flat(q), _flat(k), _flat(v)  # (G, N, d), (G, S, d), (G, S, e)
     eps = np.asarray(eps, q.dtype)
@@ -553,6 +575,10 @@ def linear_attention(q, k, v, is_causal: bool = False, eps: float = 1e-6) -> Ten
 def kv_cache_bytes(num_layers: int, num_kv_heads: int, head_dim: int, seq_len: int,
                    batch: int = 1, bytes_per_element: int = 2) -> int:
     """Bytes of a KV cache: 2 (K and V) · layers · batch · seq_len · kv_heads · head_dim · bytes."""
+    sizes = dict(num_layers=num_layers, num_kv_heads=num_kv_heads, head_dim=head_dim, seq_len=seq_len,
+                 batch=batch, bytes_per_element=bytes_per_element)
+    for name, n in sizes.items():
+        _check_int("kv_cache_bytes", name, n, 0)
     return 2 * num_layers * batch * seq_len * num_kv_heads * head_dim * bytes_per_element
 
 
@@ -644,8 +670,7 @@ class GroupedQueryAttention(Module):
     def __init__(self, embed_dim: int, num_heads: int, num_kv_heads: int, bias: bool = True, dtype=None):
         super().__init__()
         for name, n in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-            if int(n) != n or n <= 0:
-                raise ValueError(f"GroupedQueryAttention: {name} must be a positive int, got {n!r}")
+            _check_int("GroupedQueryAttention", name, n, 1)
         if embed_dim % num_heads:
             raise ValueError(f"GroupedQueryAttention: embed_dim {embed_dim} is not divisible by "
                              f"num_heads {num_heads}")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -39,17 +44,79 @@ def _umask() -> int:
 
 
 def save(state_dict, path) -> None:
-    """Write a dict of name -> array (or Tensor) to ``path`` as an uncompressed ``.npz``."""
+    """Write a dict of name -> array (or Tensor) to ``path`` as an uncompressed ``.npz``.
+
+    The archive holds one ``NAME.npy`` per entry, exactly as ``np.savez`` writes it (so
+    ``np.load`` reads it too), but any name works, ``"file"`` included.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"save expects a dict of name -> array (such as module.state_dict()), "
+                        f"got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
         arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"save: every name must be a non-empty str, got {name!r}")
         if arr.dtype == object:
             raise TypeError(f"save: {name!r} is not a numeric array (object arrays need pickle)")
         arrays[name] = arr
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, arr in arrays.items():
+                with z.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def load(path) -> dict:
-    """Read a ``.npz`` written by ``save`` into a dict of name -> ndarray (no pickle)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    """Read a ``.npz`` written by ``save`` (or ``np.savez``) into a dict of name -> ndarray.
+
+    Never unpickles. Every member's header is checked before its data is read: a file that is
+    not an ``.npz`` archive, a truncated or corrupt one, or a member that is not a plain numeric
+    array is a ``ValueError`` naming the file (and the member).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        starts_like_zip = f.read(4) == b"PK\x03\x04"
+    if starts_like_zip and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: truncated or corrupt .npz archive (its central directory is missing)")
+    if not starts_like_zip:
+        raise ValueError(f"{path}: not an .npz archive (tinyattn saves with ta.save; a single "
+                         f".npy array or a text file is not a state_dict)")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with z.open(info) as member:
+                    out[name] = _read_member(member, info.file_size, path, name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error) as err:
+        raise ValueError(f"{path}: truncated or corrupt .npz archive ({err})") from None
+    return out
+
+
+def _read_member(member, size: int, path: str, name: str) -> np.ndarray:
+    """One ``.npy`` member: its header checked against its size before the data is read."""
+    try:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(member)
+    except ValueError as err:
+        raise ValueError(f"{path}: member {name!r} is not an array ({err})") from None
+    if dtype.hasobject or dtype.kind not in "biufc":
+        raise ValueError(f"{path}: member {name!r} is not an array of numbers (dtype {dtype})")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes != size - member.tell():
+        raise ValueError(f"{path}: truncated or corrupt: member {name!r} should hold {nbytes} bytes of "
+                         f"data for shape {shape}, but holds {size - member.tell()}")
+    data = np.frombuffer(member.read(nbytes), dtype=dtype)
+    if data.nbytes != nbytes:
+        raise ValueError(f"{path}: truncated or corrupt: member {name!r} ends early")
+    return data.reshape(shape, order="F" if fortran else "C").copy()

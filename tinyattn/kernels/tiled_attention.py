@@ -30,6 +30,7 @@ kernel against the reference forced with ``tinyattn.kernels.disabled()``).
 from __future__ import annotations
 
 import functools
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -73,7 +74,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, allowed, bias, keep, scale: float
             x += B[gs, rs]
         if blocked is not None:
             np.copyto(x, -np.inf, where=blocked[gs, rs])
-        m = np.max(x, axis=-1, keepdims=True)
+        m = np.max(x, axis=-1, keepdims=True, initial=-np.inf)  # initial: S may be 0
         m[m == -np.inf] = 0.0  # a fully masked row: exp(-inf) = 0 everywhere, never NaN
         x -= m
         np.exp(x, out=x)
@@ -133,7 +134,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, allowed, bias, keep, scale: float
 
 def _flatten_batch(x: np.ndarray, batch: tuple, tail: tuple) -> np.ndarray:
     """x broadcast to batch + tail, then viewed as (G,) + tail; copies only if it must."""
-    return np.broadcast_to(x, batch + tail).reshape((-1,) + tail)
+    return np.broadcast_to(x, batch + tail).reshape((math.prod(batch),) + tail)
 
 
 def _tile_groups(G: int, L: int, S: int, itemsize: int) -> list:

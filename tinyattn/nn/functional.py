@@ -19,7 +19,8 @@ from ..kernels import erf
 __all__ = [
     "linear", "relu", "gelu", "erf", "softmax", "log_softmax", "layer_norm", "dropout",
     "embedding", "cross_entropy", "scaled_dot_product_attention", "attention_by_primitives",
-    "softmax_backward", "softmax_inplace", "check_tensor", "check_qkv", "check_probability",
+    "softmax_backward", "softmax_inplace", "check_tensor", "check_float", "check_qkv", "check_probability",
+    "check_scale",
 ]
 
 
@@ -32,6 +33,15 @@ def check_tensor(x, name: str = "input") -> Tensor:
     raise TypeError(f"{name} must be a tinyattn Tensor or an ndarray, got {type(x).__name__}")
 
 
+def check_float(x, name: str, op: str) -> Tensor:
+    """``x`` as a floating-point Tensor; an integer or bool tensor is a TypeError naming ``op``."""
+    t = check_tensor(x, name)
+    if not np.issubdtype(t.dtype, np.floating):
+        raise TypeError(f"{op}: {name} has dtype {t.dtype}, but a floating-point tensor is needed "
+                        f"(convert it with .float() or .double())")
+    return t
+
+
 # ----------------------------------------------------------------------------------------------
 # linear layers and activations
 # ----------------------------------------------------------------------------------------------
@@ -42,7 +52,7 @@ def linear(input, weight, bias=None) -> Tensor:
     input (..., in_features), weight (out_features, in_features), bias (out_features,)
     -> (..., out_features). The batch axes are flattened so one GEMM does the work.
     """
-    x, w = check_tensor(input), check_tensor(weight, "weight")
+    x, w = check_float(input, "input", "linear"), check_float(weight, "weight", "linear")
     if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[1]:
         raise ValueError(
             f"linear: input has shape {x.shape} but weight has shape {w.shape}; "
@@ -79,7 +89,7 @@ def gelu(input, approximate: str = "none") -> Tensor:
     approximate="none": Φ(x) = (1 + erf(x / √2)) / 2, d/dx = Φ(x) + x φ(x).
     approximate="tanh": Φ(x) ≈ (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2.
     """
-    x = check_tensor(input)
+    x = check_float(input, "input", "gelu")
     d = x.data
     if approximate == "none":
         cdf = 0.5 * (1.0 + erf(d * (1.0 / math.sqrt(2.0))))
@@ -112,7 +122,7 @@ def softmax_inplace(x: np.ndarray, axis: int = -1) -> np.ndarray:
     Subtracting the row max changes nothing (softmax(x − c) = softmax(x) for any constant c)
     but keeps exp from overflowing. A row that is all −inf (every key masked) becomes zeros.
     """
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # initial: a row may have no entries
     m[m == -np.inf] = 0.0  # a fully masked row: exp(-inf - 0) = 0 everywhere, never NaN
     x -= m
     np.exp(x, out=x)
@@ -135,7 +145,7 @@ def softmax_backward(dP: np.ndarray, P: np.ndarray, axis: int = -1, rowsum=None)
 
 def softmax(input, dim: int) -> Tensor:
     """softmax(x)_i = exp(x_i) / Σ_j exp(x_j) along ``dim``; backward y ∘ (g − Σ g ∘ y)."""
-    x = check_tensor(input)
+    x = check_float(input, "input", "softmax")
     axis = _axis(dim, x.ndim)
     p = softmax_inplace(x.data.copy(), axis)
     return Tensor.from_op(p, (x,), lambda g: (softmax_backward(g, p, axis),), "softmax")
@@ -143,7 +153,7 @@ def softmax(input, dim: int) -> Tensor:
 
 def log_softmax(input, dim: int) -> Tensor:
     """x_i − log Σ_j exp(x_j) along ``dim``; backward g − softmax(x) Σ g."""
-    x = check_tensor(input)
+    x = check_float(input, "input", "log_softmax")
     axis = _axis(dim, x.ndim)
     m = np.max(x.data, axis=axis, keepdims=True)
     shifted = x.data - m
@@ -161,7 +171,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     var is the biased variance (divide by n). With x̂ the normalized input and ĝ = g ∘ weight,
     dx = (ĝ − mean(ĝ) − x̂ ∘ mean(ĝ ∘ x̂)) / sqrt(var + eps).
     """
-    x = check_tensor(input)
+    x = check_float(input, "input", "layer_norm")
     shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
     if x.shape[x.ndim - len(shape):] != shape:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {shape}")
@@ -205,7 +215,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 # ----------------------------------------------------------------------------------------------
 
 def check_probability(p: float, name: str = "dropout probability") -> None:
-    """A ValueError unless 0 ≤ p ≤ 1."""
+    """A TypeError unless p is a real number, a ValueError unless 0 ≤ p ≤ 1."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a number between 0 and 1, got {p!r}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name} has to be between 0 and 1, but got {p}")
 
@@ -221,7 +233,7 @@ def _keep_mask(shape, p: float, dtype) -> np.ndarray:
 def dropout(input, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 − p) (training only)."""
     check_probability(p)
-    x = check_tensor(input)
+    x = check_float(input, "input", "dropout")
     if not training or p == 0.0:
         return x
     mask = _keep_mask(x.shape, p, x.dtype)
@@ -261,7 +273,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     loss_i = −w[t_i] log softmax(x_i)[t_i]; "mean" divides by Σ_i w[t_i] over kept targets.
     With label smoothing ε: (1 − ε) loss_i − (ε / C) Σ_c w_c log softmax(x_i)[c].
     """
-    x = check_tensor(input)
+    x = check_float(input, "input", "cross_entropy")
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -317,12 +329,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     dK = scale · dSᵀ Q. With dropout, P is replaced by P ∘ keep in O = P V and dP is
     multiplied by keep (the 0 or 1/(1 − p) multipliers).
     """
-    q, k, v = check_tensor(query, "query"), check_tensor(key, "key"), check_tensor(value, "value")
+    q, k, v = (check_float(t, name, "scaled_dot_product_attention")
+               for t, name in ((query, "query"), (key, "key"), (value, "value")))
     groups = check_qkv(q, k, v, enable_gqa)
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
     check_probability(dropout_p, "dropout_p")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    scale = check_scale(scale, q.shape[-1])
     allowed, bias = _attention_masks(attn_mask, is_causal, q, k)  # bool array, float Tensor
     keep = _dropout_multipliers(q, k, dropout_p)  # (..., L, S) or None
     if kernels.ENABLED:  # the same math, tiled and threaded: tinyattn/kernels/tiled_attention.py
@@ -362,10 +375,11 @@ def attention_by_primitives(query, key, value, attn_mask=None, is_causal: bool =
     ``MultiheadAttention`` uses it when asked for its weights, and the tests compare the fused
     backward with the gradient autograd finds through these steps.
     """
-    q, k, v = check_tensor(query, "query"), check_tensor(key, "key"), check_tensor(value, "value")
+    q, k, v = (check_float(t, name, "attention_by_primitives")
+               for t, name in ((query, "query"), (key, "key"), (value, "value")))
     check_qkv(q, k, v, enable_gqa=False)
     check_probability(dropout_p, "dropout_p")
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = check_scale(scale, q.shape[-1])
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., L, S)
     allowed, bias = _attention_masks(attn_mask, is_causal, q, k)
     if bias is not None:
@@ -390,9 +404,12 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor, enable_gqa: bool = False) -> int:
     if k.shape[:-2] != v.shape[:-2]:
         raise ValueError(f"key {k.shape} and value {v.shape} must have the same batch/head dims")
     groups = 1
-    if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
+    if enable_gqa and min(q.ndim, k.ndim) < 3:
+        raise ValueError(f"enable_gqa: query {q.shape} and key {k.shape} need a head dimension "
+                         f"(..., H, seq, dim); expected at least 3-D")
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
         hq, hkv = q.shape[-3], k.shape[-3]
-        if hq % hkv:
+        if hkv == 0 or hq % hkv:
             raise ValueError(f"enable_gqa: query has {hq} heads, key/value have {hkv}; "
                              f"the query heads must be a multiple of the key/value heads")
         groups = hq // hkv
@@ -423,10 +440,12 @@ def _attention_masks(attn_mask, is_causal: bool, q: Tensor, k: Tensor):
                         f"scores), got dtype {m.dtype}")
     scores_shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (L, S)
     try:
-        np.broadcast_shapes(m.shape, scores_shape)
+        fits = np.broadcast_shapes(m.shape, scores_shape) == scores_shape
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(f"attn_mask has shape {m.shape}, which does not broadcast to the "
-                         f"scores' shape {scores_shape}") from None
+                         f"scores' shape {scores_shape}")
     if m.dtype == np.bool_:
         return m.data, None
     return None, m if m.dtype == q.dtype else m.to(q.dtype)
@@ -438,6 +457,15 @@ def _dropout_multipliers(q: Tensor, k: Tensor, p: float):
         return None
     shape = np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2])
     return _keep_mask(shape, p, np.result_type(q.dtype, k.dtype))
+
+
+def check_scale(scale, E: int) -> float:
+    """The attention scale: 1/√E by default, else the given real number."""
+    if scale is None:
+        return 1.0 / math.sqrt(E) if E > 0 else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a number (a Python or NumPy float), got {type(scale).__name__}")
+    return float(scale)
 
 
 def _axis(dim: int, ndim: int) -> int:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -182,11 +184,16 @@ class Module:
         """Copy arrays (or tensors, or anything with ``.numpy()``) into the parameters.
 
         Values are cast to each parameter's dtype. With ``strict``, missing, unexpected or
-        mis-shaped keys raise a ``KeyError``/``ValueError`` listing them by name. Returns
-        ``(missing_keys, unexpected_keys)``.
+        mis-shaped keys raise a ``KeyError``/``ValueError`` listing them by name; a value that is
+        not a real numeric array is a ``TypeError``. Every entry is checked before any is copied,
+        so a failed load leaves the module unchanged. Returns ``(missing_keys, unexpected_keys)``.
         """
+        if not isinstance(state_dict, Mapping):
+            hint = "; to read a file, pass ta.load(path)" if isinstance(state_dict, (str, os.PathLike)) else ""
+            raise TypeError(f"load_state_dict expects a dict of name -> array (such as "
+                            f"module.state_dict()), got {type(state_dict).__name__}{hint}")
         own = OrderedDict(self._state_entries())
-        arrays = {k: _to_numpy(v) for k, v in state_dict.items()}
+        arrays = {k: _to_numpy(k, v) for k, v in state_dict.items()}  # every entry checked first
         missing = [k for k in own if k not in arrays]
         unexpected = [k for k in arrays if k not in own]
         mismatched = [f"{k}: checkpoint {arrays[k].shape} vs model {own[k].shape}"
@@ -216,12 +223,28 @@ class Module:
         return head + "\n" + "\n".join(lines) + "\n)"
 
 
-def _to_numpy(value) -> np.ndarray:
+def _check_positive(cls, **sizes) -> None:
+    """A ValueError naming the first size that is not a positive int (or a TypeError)."""
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{cls.__name__}: {name} must be a positive int, got {n!r}")
+        if n <= 0:
+            raise ValueError(f"{cls.__name__}: {name} must be a positive int, got {n}")
+
+
+def _to_numpy(name: str, value) -> np.ndarray:
+    """``value`` as a real numeric ndarray, or a TypeError naming the state_dict entry."""
     if isinstance(value, Tensor):
-        return value.data
-    if hasattr(value, "detach"):  # a torch.Tensor
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
+        arr = value.data
+    elif hasattr(value, "detach"):  # a torch.Tensor
+        arr = value.detach().cpu().numpy()
+    else:
+        arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        raise TypeError(f"load_state_dict: {name!r} is complex ({arr.dtype}); parameters are real")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"load_state_dict: {name!r} is not a numeric array (dtype {arr.dtype})")
+    return arr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,8 +519,7 @@ class MultiheadAttention(Module):
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim=None, vdim=None,
                  batch_first: bool = False, dtype=None):
         super().__init__()
-        if embed_dim <= 0 or num_heads <= 0:
-            raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
+        _check_positive(MultiheadAttention, embed_dim=embed_dim, num_heads=num_heads)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         for flag, name in ((add_bias_kv, "add_bias_kv"), (add_zero_attn, "add_zero_attn")):
@@ -569,7 +591,8 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights: bool = True,
                 attn_mask=None, average_attn_weights: bool = True, is_causal: bool = False):
-        query, key, value = F.check_tensor(query, "query"), F.check_tensor(key, "key"), F.check_tensor(value, "value")
+        query, key, value = (F.check_float(t, name, "MultiheadAttention")
+                             for t, name in ((query, "query"), (key, "key"), (value, "value")))
         self._check_inputs(query, key, value)
         if is_causal and attn_mask is None:
             raise ValueError("is_causal=True is a hint that attn_mask is the causal mask (as in "
@@ -648,6 +671,7 @@ class TransformerEncoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
+        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward)
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
                 raise ValueError(f"activation should be 'relu' or 'gelu' (or a callable), not {activation!r}")
@@ -697,6 +721,7 @@ class TransformerEncoder(Module):
     def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm=None,
                  enable_nested_tensor: bool = True, mask_check: bool = True):
         super().__init__()
+        _check_positive(TransformerEncoder, num_layers=num_layers)
         self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers = num_layers
         self.norm = norm
