@@ -202,3 +202,60 @@ def test_load_says_what_is_wrong_with_the_file_and_names_it(tmp_path):
 
 def test_data_changed_between_forward_and_backward_is_documented():
     assert "between forward and backward" in ta.Tensor.__doc__
+
+
+# -- the CLIs check their arguments and output paths before any work --------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--log-every", "0"], "--log-every must be positive"),
+    (["--threads", "0"], "--threads must be positive"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--save", "run.json"], "the training log is written to PATH with .json"),
+])
+def test_train_cli_refuses_bad_arguments_before_training(args, message, capsys):
+    from tinyattn import train
+
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--task", "reverse", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr()
+    assert message in err.err and "training on" not in err.out
+
+
+def test_train_cli_checks_the_save_path_before_training(tmp_path, capsys):
+    from tinyattn import train
+
+    (tmp_path / "run.json").mkdir()  # the log's place is taken by a folder
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for save, message in [(tmp_path, "is a folder"), (tmp_path / "run.npz", "run.json is a folder"),
+                          (blocker / "run.npz", "is a file, not a folder")]:
+        with pytest.raises(SystemExit):
+            train.main(["--task", "reverse", "--save", str(save)])
+        err = capsys.readouterr()
+        assert message in err.err and "training on" not in err.out, err
+
+
+def test_figures_cli_checks_the_output_folder_before_rendering(tmp_path, capsys):
+    from tinyattn import figures
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, message in [("", "name is empty"), (str(afile), "is a file; expected a folder"),
+                         (str(afile / "sub"), "is a file, not a folder")]:
+        with pytest.raises(SystemExit):
+            figures.main(["--only", "masks", "--out", out])
+        err = capsys.readouterr()
+        assert message in err.err and "written" not in err.out
+    assert not any(p.suffix == ".png" for p in tmp_path.rglob("*"))
+
+
+def test_unwritable_folder_is_refused(tmp_path, monkeypatch):
+    from tinyattn.serialization import check_writable
+
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != str(tmp_path))
+    with pytest.raises(ValueError, match=rf"{tmp_path} is not writable"):
+        check_writable(tmp_path / "x.npz")
+    (tmp_path / "ok").mkdir()
+    assert check_writable(tmp_path / "ok" / "sub" / "x.npz")  # missing folders below a writable one

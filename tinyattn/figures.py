@@ -20,7 +20,7 @@ import sys
 import time
 
 from .gallery import FIGURES, make
-from .serialization import atomic_write
+from .serialization import atomic_write, check_writable
 
 __all__ = ["FIGURES", "make", "save_figure", "main"]
 
@@ -43,6 +43,10 @@ def main(argv=None) -> int:
         for name, (_, description) in FIGURES.items():
             print(f"{name:28s} {description}")
         return 0
+    try:  # before rendering, so a bad folder does not cost the run
+        check_writable(args.out, "folder")
+    except ValueError as err:
+        parser.error(f"--out: {err}")
     names = args.only or list(FIGURES)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:

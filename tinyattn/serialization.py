@@ -14,7 +14,7 @@ import numpy as np
 
 from .autograd import Tensor
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "atomic_write", "check_writable"]
 
 
 def atomic_write(path, write) -> None:
@@ -35,6 +35,31 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_writable(path, kind: str = "file") -> str:
+    """Check, before any work, that ``path`` can be written as a ``kind`` ("file" or "folder").
+
+    A file must not be an existing folder; a folder must not be an existing file; the nearest
+    folder that exists must be writable (missing folders are created at write time). Returns the
+    path; raises ValueError naming it and what is wrong.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"the output {kind} name is empty")
+    full = os.path.abspath(path)
+    if kind == "file" and os.path.isdir(full):
+        raise ValueError(f"{path} is a folder; expected a file name")
+    if kind == "folder" and os.path.exists(full) and not os.path.isdir(full):
+        raise ValueError(f"{path} is a file; expected a folder")
+    parent = full if kind == "folder" else os.path.dirname(full)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {parent} is not writable")
+    return path
 
 
 def _umask() -> int:

@@ -33,7 +33,7 @@ import numpy as np
 from . import autograd, data, nn, optim
 from .models import TinyEncoder
 from .nn import functional as F
-from .serialization import atomic_write, load, save
+from .serialization import atomic_write, check_writable, load, save
 from .threads import set_num_threads
 
 __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
@@ -222,8 +222,21 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads (default 1: fastest for a model this small)")
     args = parser.parse_args(argv)
-    if args.steps is not None and args.steps <= 0:
-        parser.error(f"--steps must be positive, got {args.steps}")
+    for name in ("steps", "log_every", "threads"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.save:
+        if os.path.splitext(args.save)[1] == ".json":
+            parser.error(f"--save {args.save}: the training log is written to PATH with .json, so "
+                         f"the checkpoint needs another name (e.g. {os.path.splitext(args.save)[0]}.npz)")
+        try:  # before training, so a bad path does not cost the run
+            check_writable(args.save)
+            check_writable(_log_path(args.save))
+        except ValueError as err:
+            parser.error(f"--save: {err}")
     set_num_threads(args.threads)
     config = Config(task=args.task, seed=args.seed, steps=args.steps,
                     positional=not args.no_positions, log_every=args.log_every)
