@@ -5,7 +5,6 @@ same result. The table of what each kind of bad input gets is in tests/README.md
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tinyattn as ta
 import tinyattn.nn.functional as F
-from helpers import assert_close, import_torch, torch_parity
+from helpers import import_torch, torch_parity
 
 torch = import_torch()
 TF = torch.nn.functional

@@ -22,7 +22,8 @@ import numpy as np
 __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "manual_seed", "get_rng",
     "zeros", "ones", "zeros_like", "ones_like", "randn", "rand", "arange", "full", "cat",
-    "stack", "where", "unbroadcast", "gradcheck", "numerical_gradient", "reverse_topological", "float32", "float64", "int64", "bool_",
+    "stack", "where", "unbroadcast", "gradcheck", "numerical_gradient", "reverse_topological",
+    "float32", "float64", "int64", "bool_",
 ]
 
 float32, float64, int64, bool_ = np.float32, np.float64, np.int64, np.bool_
@@ -651,7 +652,8 @@ class Tensor:
             split = shape[:axis] + (shape[axis], repeats) + shape[axis + 1:]
             return (g.reshape(split).sum(axis=axis + 1),)
 
-        return Tensor.from_op(np.repeat(self.data, repeats, axis=axis), (self,), backward, "repeat_interleave")
+        out = np.repeat(self.data, repeats, axis=axis)
+        return Tensor.from_op(out, (self,), backward, "repeat_interleave")
 
     def __getitem__(self, index):
         index = _index(index)
@@ -676,7 +678,8 @@ class Tensor:
         if _broadcast_shape(mask.shape, self.shape) != self.shape:
             raise ValueError(f"mask of shape {mask.shape} does not broadcast to {self.shape}")
         out = np.where(mask, np.asarray(value, dtype=self.dtype), self.data)
-        return Tensor.from_op(out, (self,), lambda g: (np.where(mask, np.zeros((), g.dtype), g),), "masked_fill")
+        zero = np.zeros((), self.dtype)
+        return Tensor.from_op(out, (self,), lambda g: (np.where(mask, zero, g),), "masked_fill")
 
 
 def reverse_topological(root: Tensor, grad_only: bool = True):

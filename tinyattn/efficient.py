@@ -647,8 +647,9 @@ class KVCache:
         start, self._len = self._len, self._len + k.shape[2]
         self._k[:, :, start:self._len] = k.data
         self._v[:, :, start:self._len] = v.data
-        keys = Tensor.from_op(self.keys, (k,), lambda g: (g[:, :, start:],), "kv_cache")  # (B, H_kv, P + T, D)
-        values = Tensor.from_op(self.values, (v,), lambda g: (g[:, :, start:],), "kv_cache")  # (B, H_kv, P + T, Dv)
+        new_part = lambda g: (g[:, :, start:],)  # noqa: E731  (only the appended positions)
+        keys = Tensor.from_op(self.keys, (k,), new_part, "kv_cache")  # (B, H_kv, P + T, D)
+        values = Tensor.from_op(self.values, (v,), new_part, "kv_cache")  # (B, H_kv, P + T, Dv)
         return keys, values
 
     def __repr__(self) -> str:

@@ -385,7 +385,8 @@ def attention_by_primitives(query, key, value, attn_mask=None, is_causal: bool =
     if bias is not None:
         scores = scores + bias
     if allowed is not None:
-        scores = scores.expand(np.broadcast_shapes(scores.shape, allowed.shape)).masked_fill(~allowed, -np.inf)
+        full = np.broadcast_shapes(scores.shape, allowed.shape)
+        scores = scores.expand(full).masked_fill(~allowed, -np.inf)
     weights = dropout(softmax(scores, dim=-1), dropout_p, training=dropout_p > 0)  # (..., L, S)
     return weights @ v, weights
 

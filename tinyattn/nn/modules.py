@@ -189,7 +189,8 @@ class Module:
         so a failed load leaves the module unchanged. Returns ``(missing_keys, unexpected_keys)``.
         """
         if not isinstance(state_dict, Mapping):
-            hint = "; to read a file, pass ta.load(path)" if isinstance(state_dict, (str, os.PathLike)) else ""
+            is_path = isinstance(state_dict, (str, os.PathLike))
+            hint = "; to read a file, pass ta.load(path)" if is_path else ""
             raise TypeError(f"load_state_dict expects a dict of name -> array (such as "
                             f"module.state_dict()), got {type(state_dict).__name__}{hint}")
         own = OrderedDict(self._state_entries())
@@ -671,7 +672,8 @@ class TransformerEncoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
-        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward)
+        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead,
+                        dim_feedforward=dim_feedforward)
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
                 raise ValueError(f"activation should be 'relu' or 'gelu' (or a callable), not {activation!r}")
