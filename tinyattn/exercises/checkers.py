@@ -28,9 +28,9 @@ import traceback
 
 import numpy as np
 
-from .autograd import Tensor, tensor
-from .nn import functional as F
-from .nn.modules import MultiheadAttention, causal_mask, sinusoidal_table
+from ..autograd import Tensor, tensor
+from ..nn import functional as F
+from ..nn.modules import MultiheadAttention, causal_mask, sinusoidal_table
 
 __all__ = [
     "check_softmax", "check_softmax_backward", "check_scaled_dot_product_attention",
