@@ -4,8 +4,10 @@ and with the reference solutions pasted into the stubs, every check prints its "
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -95,3 +97,59 @@ def test_notebook_passes_every_check_with_the_reference_solutions(path, run_with
         lines = _stdout(cell).splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"check_{name} passed: "), \
             f"{path.name}: the check of {name} printed {lines}"
+
+
+# What an intro promises ("The checker calls your function on several cases — A, B, C — and
+# compares ...") and the words that show a checker's passed line covers it.
+PROMISES = {
+    "batch sizes above 1": r"batch",
+    "odd sizes": r"odd",
+    "very large inputs": r"large|1e6|\| ~ 1000",
+    "fully masked rows": r"fully masked rows|masked entries",
+    "a single head": r"\b1 head",
+    "an odd d_model": r"odd d_model",
+    "a constant row": r"a constant row",
+    "a partial last block": r"partial last block",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_case_an_intro_promises_is_one_its_checkers_run(path, capsys):
+    nb = _load(path)
+    intro = "".join(nb["cells"][0]["source"]).replace("\n", " ")
+    promised = re.search(r"several cases — (.+?) — and compares", intro).group(1).split(", ")
+    summaries = []
+    for name in [c["metadata"]["exercise"] for c in _tagged(nb, "check")]:
+        module = importlib.import_module(f"exercise_solutions.{name}")
+        assert getattr(ex, f"check_{name}")(getattr(module, name)) is True
+        summaries.append(capsys.readouterr().out)
+    for promise in promised:
+        assert promise in PROMISES, f"{path.name} promises {promise!r}, which no test knows"
+        assert re.search(PROMISES[promise], " ".join(summaries)), \
+            f"{path.name} promises {promise!r} but no checker's passed line mentions it: {summaries}"
+
+
+def _hints(nb: dict) -> list:
+    return ["".join(c["source"]) for c in nb["cells"]
+            if c["cell_type"] == "markdown" and "<summary><b>Hint" in "".join(c["source"])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_hints_climb_a_ladder_that_stops_before_the_solution(path):
+    nb = _load(path)
+    hints = _hints(nb)
+    assert len(hints) == len(_tagged(nb, "solution"))
+    solution_lines = [line.split("#")[0].replace(" ", "")
+                      for name in (c["metadata"]["exercise"] for c in _tagged(nb, "solution"))
+                      for line in (SOLUTIONS / f"{name}.py").read_text(encoding="utf-8").splitlines()]
+    solution_lines = [line for line in solution_lines if len(line) > 12 and not line.startswith(("import", "def"))]
+    for cell in hints:
+        numbers = [int(n) for n in re.findall(r"<b>Hint (\d+)</b>", cell)]
+        assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 2, numbers
+        flat = cell.replace(" ", "")
+        leaked = [line for line in solution_lines if line in flat]
+        assert not leaked, f"{path.name}: a hint holds the solution line(s) {leaked}"
+    text = " ".join(hints)
+    # the two hints that used to hand over the answer (issue 13)
+    assert r"\mathrm{mean}(\hat g \circ \hat x)" not in text, "layer norm: the whole dx formula"
+    assert r"\ell\, e^{m - m'}" not in text, "online softmax: the whole update"

@@ -436,7 +436,8 @@ def _check_sdpa(fn) -> str:
         if diff:
             _fail(f"on {about}: the weights are right but the output is not: {diff}",
                   "the output is weights @ v: for each query, the weighted average of the value rows")
-    return f"{len(cases)} cases (batch, heads, L != S, causal, padding, fully masked rows, large scores)"
+    return (f"{len(cases)} cases (batch, heads, odd sizes, L != S, causal, padding, fully masked rows, "
+            f"large scores)")
 
 
 def check_scaled_dot_product_attention(fn, raise_on_failure: bool = True) -> bool:
