@@ -153,3 +153,32 @@ def test_hints_climb_a_ladder_that_stops_before_the_solution(path):
     # the two hints that used to hand over the answer (issue 13)
     assert r"\mathrm{mean}(\hat g \circ \hat x)" not in text, "layer norm: the whole dx formula"
     assert r"\ell\, e^{m - m'}" not in text, "online softmax: the whole update"
+
+
+SOLVED = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("0*.ipynb"))
+
+
+def test_every_exercise_notebook_has_a_solved_twin():
+    assert [p.name for p in SOLVED] == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", SOLVED, ids=lambda p: p.stem)
+def test_solved_notebook_is_committed_executed_with_every_check_passing_and_explained(path):
+    """tests/test_grader.py executes these notebooks (they score full marks); here, what is committed."""
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "solution" in tags:
+            name = cell["metadata"]["exercise"]
+            assert "".join(cell["source"]) == (SOLUTIONS / f"{name}.py").read_text(encoding="utf-8"), \
+                f"{path.name}: the solution of {name} differs from tests/exercise_solutions/{name}.py"
+        if "check" in tags:
+            name = cell["metadata"]["exercise"]
+            lines = _stdout(cell).splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"check_{name} passed: "), lines
+            why = "".join(cells[i + 1]["source"])
+            assert why.startswith("**Why it works.**") and len(why) > 150, why
