@@ -190,6 +190,11 @@ class Tensor:
         if requires_grad:
             self.requires_grad_(True)
 
+    @classmethod
+    def from_op(cls, data, parents, backward, op: str) -> "Tensor":
+        """A tensor computed by ``op`` from ``parents``; ``backward(g)`` returns one gradient per parent (or None)."""
+        return _result(data, tuple(parents), backward)
+
     # -- metadata --------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
