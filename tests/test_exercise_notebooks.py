@@ -40,7 +40,7 @@ def test_every_checker_is_posed_in_a_notebook_with_a_reference_solution():
         checks = [c["metadata"]["exercise"] for c in _tagged(nb, "check")]
         assert stubs == checks, f"{path.name}: stubs {stubs} and checks {checks} do not pair up"
         posed += stubs
-    assert sorted(posed) == sorted(name.removeprefix("check_") for name in ex.__all__)
+    assert sorted(posed) == sorted(name.removeprefix("check_") for name in ex.__all__ if name.startswith("check_"))
     assert all((SOLUTIONS / f"{name}.py").is_file() for name in posed)
 
 

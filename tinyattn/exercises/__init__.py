@@ -4,6 +4,9 @@
     ex.check_softmax(my_softmax)                     # see tinyattn.exercises.checkers
 
     python -m tinyattn.exercises grade submissions/  # see tinyattn.exercises.grader
+
+``depth_stats`` (from tinyattn.exercises.hooks) is notebook 05's depth experiment with an ``init``
+argument, for that notebook's exercise 2.
 """
 
 from .checkers import (
@@ -18,9 +21,11 @@ from .checkers import (
     check_softmax_backward,
     check_split_heads,
 )
+from .hooks import depth_stats
 
 __all__ = [
     "check_softmax", "check_softmax_backward", "check_scaled_dot_product_attention",
     "check_causal_mask", "check_split_heads", "check_merge_heads", "check_multi_head_forward",
     "check_positional_encoding", "check_layer_norm_backward", "check_online_softmax",
+    "depth_stats",
 ]
