@@ -182,3 +182,77 @@ def test_solved_notebook_is_committed_executed_with_every_check_passing_and_expl
             assert len(lines) == 1 and lines[0].startswith(f"check_{name} passed: "), lines
             why = "".join(cells[i + 1]["source"])
             assert why.startswith("**Why it works.**") and len(why) > 150, why
+
+
+TUTORIAL_SOLUTIONS = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("tutorial_*.ipynb"))
+TUTORIALS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tutorial_exercises(path: pathlib.Path) -> list:
+    """The numbered exercises at the end of a tutorial notebook, as flattened text."""
+    nb = _load(path)
+    last = next(c for c in reversed(nb["cells"]) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
+    body = "".join(last["source"]).split("## Exercises", 1)[1]
+    return [_flat(item) for item in re.split(r"\n\d+\. ", "\n" + body.strip())[1:]]
+
+
+def _quotes(text: str, quote: str) -> bool:
+    """True if ``quote`` is the start of ``text``, with "…" standing for elided words."""
+    parts = [_flat(p) for p in _flat(quote).rstrip(".").split("…")]
+    if not text.startswith(parts[0]):
+        return False
+    at = len(parts[0])
+    for part in parts[1:]:
+        at = text.find(part, at)
+        if at < 0:
+            return False
+        at += len(part)
+    return True
+
+
+def test_every_tutorial_exercise_has_a_worked_solution_that_quotes_it():
+    headings = {}
+    for path in TUTORIAL_SOLUTIONS:
+        for cell in _load(path)["cells"]:
+            for number, quote in re.findall(r'^### (\d\d\.\d+) "(.+?)"\s*$', "".join(cell["source"]), re.M):
+                headings[number] = quote
+    assert TUTORIALS
+    for path in TUTORIALS:
+        exercises = _tutorial_exercises(path)
+        assert exercises, f"{path.name}: no exercises found"
+        for i, text in enumerate(exercises, start=1):
+            number = f"{path.name[:2]}.{i}"
+            assert number in headings, f"{path.name} exercise {i} ({text[:50]}…) has no worked solution"
+            assert _quotes(text, headings[number]), \
+                f"solution {number} quotes {headings[number]!r}, but the exercise reads {text[:120]!r}"
+        assert not [n for n in headings if n.startswith(path.name[:2] + ".") and int(n[3:]) > len(exercises)]
+
+
+@pytest.mark.parametrize("path", TUTORIAL_SOLUTIONS, ids=lambda p: p.stem)
+def test_tutorial_solutions_are_committed_executed_without_errors(path):
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert all(c.get("outputs") for c in code[1:]), f"{path.name}: a solution cell has no output"
+
+
+def test_tutorial_solutions_execute_top_to_bottom():
+    """The three notebooks, executed concurrently (one kernel each); every assert in them holds."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebooks = {path: nbformat.read(path, as_version=4) for path in TUTORIAL_SOLUTIONS}
+
+    async def execute_all():
+        clients = [nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                                          resources={"metadata": {"path": str(path.parent)}})
+                   for path, nb in notebooks.items()]
+        return await asyncio.gather(*(c.async_execute() for c in clients), return_exceptions=True)
+
+    for result in asyncio.run(execute_all()):
+        if isinstance(result, BaseException):
+            raise result
