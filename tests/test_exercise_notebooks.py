@@ -40,7 +40,8 @@ def test_every_checker_is_posed_in_a_notebook_with_a_reference_solution():
         checks = [c["metadata"]["exercise"] for c in _tagged(nb, "check")]
         assert stubs == checks, f"{path.name}: stubs {stubs} and checks {checks} do not pair up"
         posed += stubs
-    assert sorted(posed) == sorted(name.removeprefix("check_") for name in ex.__all__ if name.startswith("check_"))
+    checkers = [name.removeprefix("check_") for name in ex.__all__ if name.startswith("check_")]
+    assert sorted(posed) == sorted(checkers)
     assert all((SOLUTIONS / f"{name}.py").is_file() for name in posed)
 
 
@@ -142,7 +143,8 @@ def test_hints_climb_a_ladder_that_stops_before_the_solution(path):
     solution_lines = [line.split("#")[0].replace(" ", "")
                       for name in (c["metadata"]["exercise"] for c in _tagged(nb, "solution"))
                       for line in (SOLUTIONS / f"{name}.py").read_text(encoding="utf-8").splitlines()]
-    solution_lines = [line for line in solution_lines if len(line) > 12 and not line.startswith(("import", "def"))]
+    solution_lines = [line for line in solution_lines
+                      if len(line) > 12 and not line.startswith(("import", "def"))]
     for cell in hints:
         numbers = [int(n) for n in re.findall(r"<b>Hint (\d+)</b>", cell)]
         assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 2, numbers
@@ -195,7 +197,8 @@ def _flat(text: str) -> str:
 def _tutorial_exercises(path: pathlib.Path) -> list:
     """The numbered exercises at the end of a tutorial notebook, as flattened text."""
     nb = _load(path)
-    last = next(c for c in reversed(nb["cells"]) if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
+    last = next(c for c in reversed(nb["cells"])
+                if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
     body = "".join(last["source"]).split("## Exercises", 1)[1]
     return [_flat(item) for item in re.split(r"\n\d+\. ", "\n" + body.strip())[1:]]
 

@@ -7,9 +7,6 @@ import pathlib
 
 import numpy as np
 import pytest
-
-import tinyattn.exercises as ex
-from tinyattn.exercises.checkers import _probe
 from exercise_solutions.causal_mask import causal_mask
 from exercise_solutions.layer_norm_backward import layer_norm_backward
 from exercise_solutions.merge_heads import merge_heads
@@ -20,6 +17,9 @@ from exercise_solutions.scaled_dot_product_attention import scaled_dot_product_a
 from exercise_solutions.softmax import softmax
 from exercise_solutions.softmax_backward import softmax_backward
 from exercise_solutions.split_heads import split_heads
+
+import tinyattn.exercises as ex
+from tinyattn.exercises.checkers import _probe
 
 CHECKS = {
     "softmax": (ex.check_softmax, softmax),
@@ -341,7 +341,8 @@ def ln_variance_term_sign_flipped(dout, x, gamma, eps=1e-5):
 def _ln_dx_with(dout, x, gamma, eps, mean_term, variance_term):
     xhat, rstd = _ln_parts(x, eps)
     g = dout * gamma
-    dx = rstd * (g - mean_term(g, axis=-1, keepdims=True) - xhat * variance_term(g * xhat, axis=-1, keepdims=True))
+    dx = rstd * (g - mean_term(g, axis=-1, keepdims=True)
+                 - xhat * variance_term(g * xhat, axis=-1, keepdims=True))
     return (dx,) + _ln_sums(dout, xhat)
 
 
@@ -652,7 +653,8 @@ def _solution_lines(name: str) -> list:
     """The code lines of a reference solution worth giving away (no imports, defs or returns of a name)."""
     text = (pathlib.Path(__file__).parent / "exercise_solutions" / f"{name}.py").read_text(encoding="utf-8")
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
-    return [line for line in lines if len(line) > 12 and not line.startswith(("import", "def ", "B, ", "return acc"))]
+    return [line for line in lines
+            if len(line) > 12 and not line.startswith(("import", "def ", "B, ", "return acc"))]
 
 
 @pytest.mark.parametrize("name, wrong, cause", WRONG, ids=[w[1].__name__ for w in WRONG])

@@ -45,11 +45,12 @@ def graded(tmp_path_factory):
     nbformat.write(nbformat.read(EXERCISES / SOLVED[0].name, as_version=4), folder / "bob_untouched.ipynb")
     nbformat.write(_with(solved_01, {"softmax": "def softmax(x, axis=-1):\n    while True:\n        pass\n"}),
                    folder / "carol_loops.ipynb")
-    nbformat.write(_with(solved_01, {"softmax": "def softmax(x, axis=-1):\n"
-                                                "    return ta.nn.functional.softmax(ta.tensor(x), dim=axis).numpy()\n"}),
-                   folder / "dave_calls_tinyattn.ipynb")
+    calls_tinyattn = ("def softmax(x, axis=-1):\n"
+                      "    return ta.nn.functional.softmax(ta.tensor(x), dim=axis).numpy()\n")
+    nbformat.write(_with(solved_01, {"softmax": calls_tinyattn}), folder / "dave_calls_tinyattn.ipynb")
     nbformat.write(_with(solved_01, {
-        "softmax": "def softmax(x, axis=-1):\n    print('x' * 1_000_000)\n    return x / 0\n\nprint('y' * 2_000_000)\n",
+        "softmax": ("def softmax(x, axis=-1):\n    print('x' * 1_000_000)\n    return x / 0\n\n"
+                    "print('y' * 2_000_000)\n"),
         "softmax_backward": "def my_softmax_backward(dout, p):\n    return dout\n",
         "scaled_dot_product_attention": "raise RuntimeError('half-finished cell')\n"}),
         folder / "erin_broken.ipynb")
@@ -148,7 +149,8 @@ def test_the_exercises_a_notebook_poses_come_from_its_tags_else_its_definitions(
     tagged = nbformat.read(EXERCISES / "02_masks_heads_and_positions.ipynb", as_version=4)
     assert grader.posed_exercises(tagged) == ["causal_mask", "split_heads", "merge_heads",
                                               "multi_head_forward", "positional_encoding"]
-    untagged = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("def online_softmax(q, k, v, b):\n    pass")])
+    defines = nbformat.v4.new_code_cell("def online_softmax(q, k, v, b):\n    pass")
+    untagged = nbformat.v4.new_notebook(cells=[defines])
     assert grader.posed_exercises(untagged) == ["online_softmax"]
     assert grader.posed_exercises(nbformat.v4.new_notebook()) == list(grader.EXERCISES)
 

@@ -299,7 +299,7 @@ def grade_notebook(path, timeout: float = 60.0, kernel_name: str = "python3") ->
     printed = sum(_printed(c) for c in student)
     if printed > PRINT_LIMIT:
         notes.append(f"the notebook printed {printed:,} characters (not shown)")
-    results = [_collect(g, n, timeout, errors, failure) for g, n in zip(graders, names)]
+    results = [_collect(g, n, timeout, errors, failure) for g, n in zip(graders, names, strict=True)]
     flagged = [r.exercise for r in results if r.status == "flagged"]
     if flagged:
         notes.insert(0, f"FLAGGED (calls tinyattn's own implementation): {', '.join(flagged)}")
