@@ -159,3 +159,12 @@ def test_a_missing_path_is_a_usage_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(tmp_path / "nope.ipynb")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no such notebook or folder" in proc.stderr
+
+
+def test_a_file_that_is_not_a_notebook_is_reported_without_starting_a_kernel(tmp_path):
+    bad = tmp_path / "zoe.ipynb"
+    bad.write_text("this is not JSON", encoding="utf-8")
+    sub = grader.grade_notebook(bad, timeout=5)
+    assert sub.score == 0 and sub.max_score == len(grader.EXERCISES)
+    assert all(r.status == "error" and r.output.startswith("cannot read zoe.ipynb") for r in sub.results)
+    assert sub.notes[0].startswith(f"{bad} is not a readable notebook")
