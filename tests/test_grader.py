@@ -168,3 +168,38 @@ def test_a_file_that_is_not_a_notebook_is_reported_without_starting_a_kernel(tmp
     assert sub.score == 0 and sub.max_score == len(grader.EXERCISES)
     assert all(r.status == "error" and r.output.startswith("cannot read zoe.ipynb") for r in sub.results)
     assert sub.notes[0].startswith(f"{bad} is not a readable notebook")
+
+
+def test_evaluate_in_process_names_each_outcome():
+    """What each grading cell computes in the student's kernel, without a kernel."""
+    import numpy as np
+
+    import tinyattn as ta
+    from exercise_solutions.softmax import softmax
+
+    def stub(x, axis=-1):
+        raise NotImplementedError
+
+    def chatty(x, axis=-1):
+        print("." * 50_000)
+        return softmax(x, axis)
+
+    def borrowed(x, axis=-1):
+        return ta.nn.functional.softmax(ta.tensor(x), dim=axis).numpy()
+
+    outcomes = {label: grader.evaluate("softmax", namespace) for label, namespace in {
+        "passed": {"softmax": softmax}, "stub": {"softmax": stub}, "chatty": {"softmax": chatty},
+        "borrowed": {"softmax": borrowed}, "renamed": {"my_softmax": softmax}, "value": {"softmax": np.ones(3)},
+        "wrong": {"softmax": lambda x, axis=-1: np.exp(x) / np.exp(x).sum(axis=axis, keepdims=True)},
+    }.items()}
+    assert outcomes["passed"]["status"] == "passed" and outcomes["passed"]["score"] == 1.0
+    assert outcomes["passed"]["output"].startswith("7 cases")
+    assert outcomes["stub"]["status"] == "not attempted" and outcomes["stub"]["score"] == 0.0
+    assert outcomes["chatty"]["status"] == "passed"
+    assert "printed 350,007 characters while being checked" in outcomes["chatty"]["output"]  # 7 calls
+    assert outcomes["borrowed"]["status"] == "flagged" and outcomes["borrowed"]["score"] == 0.0
+    assert "tinyattn.nn.functional.softmax" in outcomes["borrowed"]["output"]
+    assert outcomes["renamed"] == {"exercise": "softmax", "status": "missing", "score": 0.0, "max_score": 1.0,
+                                   "output": "no function named softmax is defined (found my_softmax)"}
+    assert outcomes["value"]["output"] == "softmax is a ndarray, not a function"
+    assert outcomes["wrong"]["status"] == "failed" and "subtract the row max" in outcomes["wrong"]["output"]

@@ -55,8 +55,8 @@ MIME = "application/vnd.tinyattn.grade+json"
 PRINT_LIMIT = 100_000  # characters a function may print while checked before the report says so
 CAUSE_WIDTH = 100
 
-_PACKAGE = str(pathlib.Path(checkers.__file__).resolve().parents[1]) + os.sep
-_EXERCISES_DIR = str(pathlib.Path(checkers.__file__).resolve().parent) + os.sep
+_PACKAGE = os.path.realpath(pathlib.Path(checkers.__file__).parents[1]) + os.sep
+_EXERCISES_DIR = os.path.realpath(pathlib.Path(checkers.__file__).parent) + os.sep
 
 
 @dataclasses.dataclass
@@ -122,10 +122,15 @@ class _Counter:
         pass
 
 
-def _in_library(frame) -> bool:
-    """True for a frame of tinyattn's code outside tinyattn.exercises."""
-    path = frame.f_code.co_filename
+@functools.lru_cache(maxsize=None)
+def _library_file(filename: str) -> bool:
+    """True for a source file of tinyattn outside tinyattn.exercises (symlinks resolved)."""
+    path = os.path.realpath(filename)
     return path.startswith(_PACKAGE) and not path.startswith(_EXERCISES_DIR)
+
+
+def _in_library(frame) -> bool:
+    return _library_file(frame.f_code.co_filename)
 
 
 def _watched(fn, calls: list, printed: _Counter):
