@@ -173,9 +173,9 @@ def test_a_file_that_is_not_a_notebook_is_reported_without_starting_a_kernel(tmp
 def test_evaluate_in_process_names_each_outcome():
     """What each grading cell computes in the student's kernel, without a kernel."""
     import numpy as np
+    from exercise_solutions.softmax import softmax
 
     import tinyattn as ta
-    from exercise_solutions.softmax import softmax
 
     def stub(x, axis=-1):
         raise NotImplementedError
@@ -189,7 +189,8 @@ def test_evaluate_in_process_names_each_outcome():
 
     outcomes = {label: grader.evaluate("softmax", namespace) for label, namespace in {
         "passed": {"softmax": softmax}, "stub": {"softmax": stub}, "chatty": {"softmax": chatty},
-        "borrowed": {"softmax": borrowed}, "renamed": {"my_softmax": softmax}, "value": {"softmax": np.ones(3)},
+        "borrowed": {"softmax": borrowed}, "renamed": {"my_softmax": softmax},
+        "value": {"softmax": np.ones(3)},
         "wrong": {"softmax": lambda x, axis=-1: np.exp(x) / np.exp(x).sum(axis=axis, keepdims=True)},
     }.items()}
     assert outcomes["passed"]["status"] == "passed" and outcomes["passed"]["score"] == 1.0
