@@ -4,8 +4,10 @@ and with the reference solutions pasted into the stubs, every check prints its "
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import pathlib
+import re
 
 import pytest
 
@@ -38,7 +40,8 @@ def test_every_checker_is_posed_in_a_notebook_with_a_reference_solution():
         checks = [c["metadata"]["exercise"] for c in _tagged(nb, "check")]
         assert stubs == checks, f"{path.name}: stubs {stubs} and checks {checks} do not pair up"
         posed += stubs
-    assert sorted(posed) == sorted(name.removeprefix("check_") for name in ex.__all__)
+    checkers = [name.removeprefix("check_") for name in ex.__all__ if name.startswith("check_")]
+    assert sorted(posed) == sorted(checkers)
     assert all((SOLUTIONS / f"{name}.py").is_file() for name in posed)
 
 
@@ -95,3 +98,164 @@ def test_notebook_passes_every_check_with_the_reference_solutions(path, run_with
         lines = _stdout(cell).splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"check_{name} passed: "), \
             f"{path.name}: the check of {name} printed {lines}"
+
+
+# What an intro promises ("The checker calls your function on several cases — A, B, C — and
+# compares ...") and the words that show a checker's passed line covers it.
+PROMISES = {
+    "batch sizes above 1": r"batch",
+    "odd sizes": r"odd",
+    "very large inputs": r"large|1e6|\| ~ 1000",
+    "fully masked rows": r"fully masked rows|masked entries",
+    "a single head": r"\b1 head",
+    "an odd d_model": r"odd d_model",
+    "a constant row": r"a constant row",
+    "a partial last block": r"partial last block",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_case_an_intro_promises_is_one_its_checkers_run(path, capsys):
+    nb = _load(path)
+    intro = "".join(nb["cells"][0]["source"]).replace("\n", " ")
+    promised = re.search(r"several cases — (.+?) — and compares", intro).group(1).split(", ")
+    summaries = []
+    for name in [c["metadata"]["exercise"] for c in _tagged(nb, "check")]:
+        module = importlib.import_module(f"exercise_solutions.{name}")
+        assert getattr(ex, f"check_{name}")(getattr(module, name)) is True
+        summaries.append(capsys.readouterr().out)
+    for promise in promised:
+        assert promise in PROMISES, f"{path.name} promises {promise!r}, which no test knows"
+        assert re.search(PROMISES[promise], " ".join(summaries)), \
+            f"{path.name} promises {promise!r} but no checker's passed line mentions it: {summaries}"
+
+
+def _hints(nb: dict) -> list:
+    return ["".join(c["source"]) for c in nb["cells"]
+            if c["cell_type"] == "markdown" and "<summary><b>Hint" in "".join(c["source"])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_hints_climb_a_ladder_that_stops_before_the_solution(path):
+    nb = _load(path)
+    hints = _hints(nb)
+    assert len(hints) == len(_tagged(nb, "solution"))
+    solution_lines = [line.split("#")[0].replace(" ", "")
+                      for name in (c["metadata"]["exercise"] for c in _tagged(nb, "solution"))
+                      for line in (SOLUTIONS / f"{name}.py").read_text(encoding="utf-8").splitlines()]
+    solution_lines = [line for line in solution_lines
+                      if len(line) > 12 and not line.startswith(("import", "def"))]
+    for cell in hints:
+        numbers = [int(n) for n in re.findall(r"<b>Hint (\d+)</b>", cell)]
+        assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 2, numbers
+        flat = cell.replace(" ", "")
+        leaked = [line for line in solution_lines if line in flat]
+        assert not leaked, f"{path.name}: a hint holds the solution line(s) {leaked}"
+    text = " ".join(hints)
+    # the two hints that used to hand over the answer (issue 13)
+    assert r"\mathrm{mean}(\hat g \circ \hat x)" not in text, "layer norm: the whole dx formula"
+    assert r"\ell\, e^{m - m'}" not in text, "online softmax: the whole update"
+
+
+SOLVED = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("0*.ipynb"))
+
+
+def test_every_exercise_notebook_has_a_solved_twin():
+    assert [p.name for p in SOLVED] == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", SOLVED, ids=lambda p: p.stem)
+def test_solved_notebook_is_committed_executed_with_every_check_passing_and_explained(path):
+    """tests/test_grader.py executes these notebooks (they score full marks); here, what is committed."""
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "solution" in tags:
+            name = cell["metadata"]["exercise"]
+            assert "".join(cell["source"]) == (SOLUTIONS / f"{name}.py").read_text(encoding="utf-8"), \
+                f"{path.name}: the solution of {name} differs from tests/exercise_solutions/{name}.py"
+        if "check" in tags:
+            name = cell["metadata"]["exercise"]
+            lines = _stdout(cell).splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"check_{name} passed: "), lines
+            why = "".join(cells[i + 1]["source"])
+            assert why.startswith("**Why it works.**") and len(why) > 150, why
+
+
+TUTORIAL_SOLUTIONS = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("tutorial_*.ipynb"))
+TUTORIALS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tutorial_exercises(path: pathlib.Path) -> list:
+    """The numbered exercises at the end of a tutorial notebook, as flattened text."""
+    nb = _load(path)
+    last = next(c for c in reversed(nb["cells"])
+                if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
+    body = "".join(last["source"]).split("## Exercises", 1)[1]
+    return [_flat(item) for item in re.split(r"\n\d+\. ", "\n" + body.strip())[1:]]
+
+
+def _quotes(text: str, quote: str) -> bool:
+    """True if ``quote`` is the start of ``text``, with "…" standing for elided words."""
+    parts = [_flat(p) for p in _flat(quote).rstrip(".").split("…")]
+    if not text.startswith(parts[0]):
+        return False
+    at = len(parts[0])
+    for part in parts[1:]:
+        at = text.find(part, at)
+        if at < 0:
+            return False
+        at += len(part)
+    return True
+
+
+def test_every_tutorial_exercise_has_a_worked_solution_that_quotes_it():
+    headings = {}
+    for path in TUTORIAL_SOLUTIONS:
+        for cell in _load(path)["cells"]:
+            for number, quote in re.findall(r'^### (\d\d\.\d+) "(.+?)"\s*$', "".join(cell["source"]), re.M):
+                headings[number] = quote
+    assert TUTORIALS
+    for path in TUTORIALS:
+        exercises = _tutorial_exercises(path)
+        assert exercises, f"{path.name}: no exercises found"
+        for i, text in enumerate(exercises, start=1):
+            number = f"{path.name[:2]}.{i}"
+            assert number in headings, f"{path.name} exercise {i} ({text[:50]}…) has no worked solution"
+            assert _quotes(text, headings[number]), \
+                f"solution {number} quotes {headings[number]!r}, but the exercise reads {text[:120]!r}"
+        assert not [n for n in headings if n.startswith(path.name[:2] + ".") and int(n[3:]) > len(exercises)]
+
+
+@pytest.mark.parametrize("path", TUTORIAL_SOLUTIONS, ids=lambda p: p.stem)
+def test_tutorial_solutions_are_committed_executed_without_errors(path):
+    nb = _load(path)
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert all(c.get("outputs") for c in code[1:]), f"{path.name}: a solution cell has no output"
+
+
+def test_tutorial_solutions_execute_top_to_bottom():
+    """The three notebooks, executed concurrently (one kernel each); every assert in them holds."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    notebooks = {path: nbformat.read(path, as_version=4) for path in TUTORIAL_SOLUTIONS}
+
+    async def execute_all():
+        clients = [nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
+                                          resources={"metadata": {"path": str(path.parent)}})
+                   for path, nb in notebooks.items()]
+        return await asyncio.gather(*(c.async_execute() for c in clients), return_exceptions=True)
+
+    for result in asyncio.run(execute_all()):
+        if isinstance(result, BaseException):
+            raise result

@@ -3,10 +3,10 @@ wrong answers with a hint that names the cause."""
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
-
-import tinyattn.exercises as ex
 from exercise_solutions.causal_mask import causal_mask
 from exercise_solutions.layer_norm_backward import layer_norm_backward
 from exercise_solutions.merge_heads import merge_heads
@@ -17,6 +17,9 @@ from exercise_solutions.scaled_dot_product_attention import scaled_dot_product_a
 from exercise_solutions.softmax import softmax
 from exercise_solutions.softmax_backward import softmax_backward
 from exercise_solutions.split_heads import split_heads
+
+import tinyattn.exercises as ex
+from tinyattn.exercises.checkers import _probe
 
 CHECKS = {
     "softmax": (ex.check_softmax, softmax),
@@ -233,6 +236,25 @@ def mha_reshape_only(x, W_q, W_k, W_v, W_o, H):
     return _mha(x, W_q, W_k, W_v, W_o, H, heads=lambda t: split_heads_reshape_only(t, H))
 
 
+def mha_w_v_for_w_o(x, W_q, W_k, W_v, W_o, H):
+    return _mha(x, W_q, W_k, W_v, W_v, H)
+
+
+def mha_only_w_o_untransposed(x, W_q, W_k, W_v, W_o, H):
+    return _mha(x, W_q, W_k, W_v, W_o.T, H)
+
+
+def mha_only_projections_untransposed(x, W_q, W_k, W_v, W_o, H):
+    return _mha(x, W_q.T, W_k.T, W_v.T, W_o, H)
+
+
+def mha_softmax_without_max(x, W_q, W_k, W_v, W_o, H):
+    B, T, E = x.shape
+    q, k, v = (split_heads(x @ W.T, H) for W in (W_q, W_k, W_v))
+    e = np.exp(q @ np.swapaxes(k, -1, -2) / np.sqrt(E // H))
+    return merge_heads(e / e.sum(axis=-1, keepdims=True) @ v) @ W_o.T
+
+
 # ---- wrong positional encodings ----------------------------------------------------------------
 
 def _pe(max_len, d_model, *, first=0, pair_exponent=2, sin_even=True, interleave=True):
@@ -261,6 +283,20 @@ def pe_exponent_i(max_len, d_model):
 
 def pe_positions_from_one(max_len, d_model):
     return _pe(max_len, d_model, first=1)
+
+
+def pe_cos_for_every_angle(max_len, d_model):
+    pos = np.arange(max_len)[:, None]
+    angles = pos / 10000.0 ** (np.arange(0, d_model, 2) / d_model)
+    pe = np.zeros((max_len, d_model))
+    pe[:, 0::2] = np.sin(angles)
+    pe[:, 1::2] = np.cos(angles)  # one column too many when d_model is odd
+    return pe
+
+
+def pe_one_column_too_many(max_len, d_model):
+    angles = np.arange(max_len)[:, None] / 10000.0 ** (np.arange(0, d_model, 2) / d_model)
+    return np.stack([np.sin(angles), np.cos(angles)], axis=-1).reshape(max_len, -1)
 
 
 def pe_even_only(max_len, d_model):
@@ -293,6 +329,33 @@ def ln_no_mean_term(dout, x, gamma, eps=1e-5):
     xhat, rstd = _ln_parts(x, eps)
     g = dout * gamma
     return (rstd * (g - xhat * np.mean(g * xhat, axis=-1, keepdims=True)),) + _ln_sums(dout, xhat)
+
+
+def ln_variance_term_sign_flipped(dout, x, gamma, eps=1e-5):
+    xhat, rstd = _ln_parts(x, eps)
+    g = dout * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) + xhat * np.mean(g * xhat, axis=-1, keepdims=True))
+    return (dx,) + _ln_sums(dout, xhat)
+
+
+def _ln_dx_with(dout, x, gamma, eps, mean_term, variance_term):
+    xhat, rstd = _ln_parts(x, eps)
+    g = dout * gamma
+    dx = rstd * (g - mean_term(g, axis=-1, keepdims=True)
+                 - xhat * variance_term(g * xhat, axis=-1, keepdims=True))
+    return (dx,) + _ln_sums(dout, xhat)
+
+
+def ln_sums_instead_of_means(dout, x, gamma, eps=1e-5):
+    return _ln_dx_with(dout, x, gamma, eps, np.sum, np.sum)
+
+
+def ln_sum_in_the_mean_term(dout, x, gamma, eps=1e-5):
+    return _ln_dx_with(dout, x, gamma, eps, np.sum, np.mean)
+
+
+def ln_sum_in_the_variance_term(dout, x, gamma, eps=1e-5):
+    return _ln_dx_with(dout, x, gamma, eps, np.mean, np.sum)
 
 
 def ln_forgets_gamma(dout, x, gamma, eps=1e-5):
@@ -436,13 +499,23 @@ WRONG = [
     ("multi_head_forward", mha_scale_by_embed_dim, "√head_dim"),
     ("multi_head_forward", mha_no_output_projection, "not projected by W_o"),
     ("multi_head_forward", mha_reshape_only, "reshape without transpose"),
+    ("multi_head_forward", mha_w_v_for_w_o, "W_v was used where W_o belongs"),
+    ("multi_head_forward", mha_only_w_o_untransposed, "only the output projection is untransposed"),
+    ("multi_head_forward", mha_only_projections_untransposed, "the input projections are untransposed"),
+    ("multi_head_forward", mha_softmax_without_max, "subtract the row max"),
     ("positional_encoding", pe_swapped, "sin and cos swapped"),
     ("positional_encoding", pe_halves, "must interleave"),
     ("positional_encoding", pe_exponent_i, "uses i instead of 2i"),
     ("positional_encoding", pe_positions_from_one, "positions start at 0"),
     ("positional_encoding", pe_even_only, "odd d_model: 3 sin columns, 2 cos columns"),
+    ("positional_encoding", pe_cos_for_every_angle, "the cosines need one angle fewer than the sines"),
+    ("positional_encoding", pe_one_column_too_many, "the cosines need one angle fewer than the sines"),
     ("layer_norm_backward", ln_no_variance_term, "the variance term is missing"),
     ("layer_norm_backward", ln_no_mean_term, "the mean term is missing"),
+    ("layer_norm_backward", ln_variance_term_sign_flipped, "the variance term has the wrong sign"),
+    ("layer_norm_backward", ln_sums_instead_of_means, "sums instead of means"),
+    ("layer_norm_backward", ln_sum_in_the_mean_term, "the mean term uses a sum instead of a mean"),
+    ("layer_norm_backward", ln_sum_in_the_variance_term, "the variance term uses a sum instead of a mean"),
     ("layer_norm_backward", ln_forgets_gamma, "γ is missing from dx"),
     ("layer_norm_backward", ln_unbiased_variance, "unbiased variance"),
     ("layer_norm_backward", ln_ignores_eps, "the eps argument (here 0.1) was ignored"),
@@ -482,7 +555,7 @@ def test_checker_rejects_a_typical_mistake_and_names_it(name, wrong, cause, caps
 def test_every_checker_is_tested_against_at_least_two_mistakes():
     counts = {name: sum(w[0] == name for w in WRONG) for name in CHECKS}
     assert min(counts.values()) >= 2, counts
-    assert set(ex.__all__) == {f"check_{name}" for name in CHECKS}
+    assert {n for n in ex.__all__ if n.startswith("check_")} == {f"check_{name}" for name in CHECKS}
 
 
 def test_without_raising_a_failure_prints_one_not_yet_message(capsys):
@@ -563,7 +636,7 @@ def test_online_softmax_accepts_a_correct_answer_in_another_style(capsys):
 
 def test_the_online_softmax_probe_counts_the_keys_each_product_touches():
     log: list = []
-    k = ex._probe(np.zeros((2, 3, 10, 4)), log)
+    k = _probe(np.zeros((2, 3, 10, 4)), log)
     q = np.ones((2, 3, 5, 4))
     q @ np.swapaxes(k[..., 2:6, :], -1, -2)  # a block of 4 keys
     np.einsum("ld,sd->ls", q[0, 1], k[0, 1, :7])  # one batch element, 7 keys
@@ -574,3 +647,36 @@ def test_the_online_softmax_probe_counts_the_keys_each_product_touches():
     np.exp(k)
     k[..., :3, :].sum()
     assert log == [4, 7, 10, 3, 5], "only products are observed"
+
+
+def _solution_lines(name: str) -> list:
+    """The code lines of a reference solution worth giving away (no imports, defs or returns of a name)."""
+    text = (pathlib.Path(__file__).parent / "exercise_solutions" / f"{name}.py").read_text(encoding="utf-8")
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    return [line for line in lines
+            if len(line) > 12 and not line.startswith(("import", "def ", "B, ", "return acc"))]
+
+
+@pytest.mark.parametrize("name, wrong, cause", WRONG, ids=[w[1].__name__ for w in WRONG])
+def test_a_hint_never_hands_over_a_line_of_the_solution(name, wrong, cause):
+    with pytest.raises(AssertionError) as info:
+        CHECKS[name][0](wrong)
+    message = str(info.value).replace(" ", "")
+    leaked = [line for line in _solution_lines(name) if line.replace(" ", "") in message]
+    assert not leaked, f"the hint for {wrong.__name__} contains the solution line(s) {leaked}"
+
+
+def test_depth_stats_init_hook_reaches_every_layer():
+    from tinyattn import examples
+
+    seen = []
+
+    def double_ff(layer):
+        seen.append(layer)
+        layer.linear2.weight.data *= 2.0
+
+    doubled = examples.depth_stats(True, 3, init=double_ff)
+    plain = examples.depth_stats(True, 3)
+    assert len({id(layer) for layer in seen}) == 3
+    assert doubled["residual_rms"][0] == plain["residual_rms"][0]  # the input, before any layer
+    assert np.all(doubled["residual_rms"][1:] > plain["residual_rms"][1:])

@@ -156,7 +156,8 @@ def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, 
 
 
 def depth_stats(norm_first: bool, num_layers: int, d_model: int = 32, nhead: int = 4,
-                dim_feedforward: int = 128, seq_len: int = 10, batch: int = 4, seed: int = 0) -> dict:
+                dim_feedforward: int = 128, seq_len: int = 10, batch: int = 4, seed: int = 0,
+                init=None) -> dict:
     """Gradient norms, layer by layer, of a freshly initialized stack of encoder layers.
 
     ``num_layers`` independently initialized ``TransformerEncoderLayer``s (float64, dropout 0,
@@ -165,11 +166,15 @@ def depth_stats(norm_first: bool, num_layers: int, d_model: int = 32, nhead: int
     Returns arrays over layers: ``param_grad`` (norm of the gradients of the layer's four weight
     matrices: in_proj_weight, out_proj.weight, linear1.weight, linear2.weight),
     ``input_grad`` (norm of dloss/d(layer input)) and ``residual_rms`` (root mean square of the
-    layer's input: the residual stream).
+    layer's input: the residual stream). ``init(layer)``, when given, is called on every layer
+    after PyTorch's initialization (e.g. to re-initialize its feed-forward weights: notebook 05's
+    exercise 2).
     """
     ag.manual_seed(seed)
     layers = [nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True,
                                          norm_first=norm_first).double() for _ in range(num_layers)]
+    for layer in layers if init is not None else ():
+        init(layer)
     final_norm = nn.LayerNorm(d_model).double() if norm_first else nn.Identity()
     rng = np.random.default_rng(seed)
     h = ag.tensor(rng.standard_normal((batch, seq_len, d_model)), requires_grad=True)

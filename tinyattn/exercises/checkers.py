@@ -11,7 +11,9 @@
 Each checker calls your function on several cases (batch > 1, odd sizes, large-magnitude inputs,
 fully masked rows), compares the result with tinyattn's own implementation, and on a mismatch
 probes for the usual mistakes so the hint names the likely cause. Hints say what is wrong and
-where, never the solution. With ``raise_on_failure=False`` a failure prints "not yet: <hint>"
+where, and the idea that fixes it; they never hand over the solution's code (the exercise
+notebooks' own hints climb a ladder that stops before the answer, and the worked solutions live
+apart, in notebooks/exercises/solutions/). With ``raise_on_failure=False`` a failure prints "not yet: <hint>"
 and returns False instead of raising (the exercise notebooks use this).
 
 Conventions: a bool mask uses True = may attend (as ``scaled_dot_product_attention``; note that
@@ -28,9 +30,9 @@ import traceback
 
 import numpy as np
 
-from .autograd import Tensor, tensor
-from .nn import functional as F
-from .nn.modules import MultiheadAttention, causal_mask, sinusoidal_table
+from ..autograd import Tensor, tensor
+from ..nn import functional as F
+from ..nn.modules import MultiheadAttention, causal_mask, sinusoidal_table
 
 __all__ = [
     "check_softmax", "check_softmax_backward", "check_scaled_dot_product_attention",
@@ -434,7 +436,8 @@ def _check_sdpa(fn) -> str:
         if diff:
             _fail(f"on {about}: the weights are right but the output is not: {diff}",
                   "the output is weights @ v: for each query, the weighted average of the value rows")
-    return f"{len(cases)} cases (batch, heads, L != S, causal, padding, fully masked rows, large scores)"
+    return (f"{len(cases)} cases (batch, heads, odd sizes, L != S, causal, padding, fully masked rows, "
+            f"large scores)")
 
 
 def check_scaled_dot_product_attention(fn, raise_on_failure: bool = True) -> bool:
@@ -515,8 +518,9 @@ def _check_split_heads(fn) -> str:
         want = tensor(x).reshape(B, T, H, D).transpose(1, 2).data  # (B, H, T, D)
         _layout_failure(got, want, x.shape, "batch, head, token, feature", about, [
             (lambda: x.reshape(B, H, T, D),
-             "reshape without transpose: reshaping (B, T, E) straight to (B, H, T, D) mixes tokens "
-             "into heads. Split E into (H, D) first, then swap the token and head axes"),
+             "reshape without transpose: a reshape re-reads the memory in its order, so reshaping "
+             "(B, T, E) straight to (B, H, T, D) gives the right shape but mixes tokens into heads; "
+             "a head must hold every token, each with only its own features"),
             (lambda: x.reshape(B, T, D, H).transpose(0, 3, 1, 2),
              "the features were split as (D, H) instead of (H, D): head h must own the contiguous "
              "features h·D … (h+1)·D − 1"),
@@ -539,8 +543,9 @@ def _check_merge_heads(fn) -> str:
         want = tensor(x).transpose(1, 2).reshape(B, T, H * D).data  # (B, T, H·D)
         _layout_failure(got, want, x.shape, "batch, token, feature", about, [
             (lambda: x.reshape(B, T, H * D),
-             "reshape without transpose: reshaping (B, H, T, D) straight to (B, T, H·D) mixes "
-             "tokens into features. Swap the head and token axes first, then reshape"),
+             "reshape without transpose: a reshape re-reads the memory in its order, so reshaping "
+             "(B, H, T, D) straight to (B, T, H·D) gives the right shape but mixes tokens into "
+             "features"),
             (lambda: x.transpose(0, 2, 3, 1).reshape(B, T, H * D),
              "the features came out in (D, H) order: head h must fill the contiguous features "
              "h·D … (h+1)·D − 1"),
@@ -579,15 +584,19 @@ def _mha_variant(x, W_q, W_k, W_v, W_o, H, *, scale, heads_by_reshape: bool, pro
 
 def _check_multi_head_forward(fn) -> str:
     rng = _rng(3)
-    cases = [(2, 5, 12, 3), (3, 4, 8, 2), (1, 6, 6, 1), (2, 3, 10, 5)]
-    for B, T, E, H in cases:
-        x = rng.standard_normal((B, T, E))
+    cases = [(2, 5, 12, 3, 1.0), (3, 4, 8, 2, 1.0), (1, 6, 6, 1, 1.0), (2, 3, 10, 5, 1.0),
+             (2, 4, 16, 2, 40.0)]
+    for B, T, E, H, mag in cases:
+        x = mag * rng.standard_normal((B, T, E))
         W_q, W_k, W_v, W_o = (rng.standard_normal((E, E)) / math.sqrt(E) for _ in range(4))
-        about = f"x of shape {(B, T, E)}, num_heads = {H}"
+        about = f"x of shape {(B, T, E)}, num_heads = {H}" + (
+            f" [large inputs: x ~ {mag:g}·N(0, 1), scores in the thousands]" if mag != 1 else "")
         got = _array(_call(fn, (x, W_q, W_k, W_v, W_o, H), about), "the output", (B, T, E), about)
         diff = _differs(got, _mha_ref(x, W_q, W_k, W_v, W_o, H))
         if not diff:
             continue
+        if not np.isfinite(got).all():
+            _fail(f"on {about}: {diff}", _OVERFLOW)
         D = E // H
         Ws = (W_q, W_k, W_v, W_o)
 
@@ -599,6 +608,18 @@ def _check_multi_head_forward(fn) -> str:
             (lambda: _mha_ref(x, W_q.T, W_k.T, W_v.T, W_o.T, H),
              "the weights are (out_features, in_features), as in torch.nn.Linear: a projection is "
              "x Wᵀ, not x W"),
+            (lambda: _mha_ref(x, W_q, W_k, W_v, W_o.T, H),
+             "only the output projection is untransposed: W_o has the (out_features, in_features) "
+             "layout of the other three weights, so it is applied as concat(heads) W_oᵀ"),
+            (lambda: _mha_ref(x, W_q.T, W_k.T, W_v.T, W_o, H),
+             "the input projections are untransposed: W_q, W_k and W_v are (out_features, "
+             "in_features), as in torch.nn.Linear, so a projection is x Wᵀ, not x W"),
+            (lambda: _mha_ref(x, W_q, W_k, W_v, W_v, H),
+             "W_v was used where W_o belongs: the output projection is a separate matrix W_o "
+             "(the seed article's Attention(Q, K, V) W_vᵀ is the mistake notebook 04 corrects)"),
+            (lambda: _mha_ref(x, W_q, W_k, W_v, W_v.T, H),
+             "W_v was used where W_o belongs (and untransposed): the output projection is a "
+             "separate matrix W_o"),
             (variant(scale=1 / math.sqrt(E)),
              f"scaled by √E = √{E}; each head's scores are divided by √head_dim = √{D}"),
             (variant(project=False), "the concatenated heads were not projected by W_o"),
@@ -607,7 +628,7 @@ def _check_multi_head_forward(fn) -> str:
              "and check_merge_heads)"),
         ])
         _fail(f"on {about}: {diff}", cause)
-    return f"{len(cases)} cases (batch > 1, 1 to 5 heads, odd head_dim)"
+    return f"{len(cases)} cases (batch > 1, 1 to 5 heads, odd head_dim, large inputs)"
 
 
 def check_multi_head_forward(fn, raise_on_failure: bool = True) -> bool:
@@ -667,14 +688,25 @@ def _pe_cause(L: int, d: int, got: np.ndarray) -> str | None:
     ])
 
 
+_ODD_D_MODEL = ("an odd d_model: the even columns 0, 2, …, d_model − 1 are one more than the odd "
+                "columns 1, 3, …, d_model − 2, so the cosines need one angle fewer than the sines "
+                "(the last column is a sine)")
+
+
 def _check_positional_encoding(fn) -> str:
     cases = [(12, 8), (7, 6), (30, 32), (5, 5), (4, 1)]
     for L, d in cases:
         odd = f" (odd d_model: {(d + 1) // 2} sin columns, {d // 2} cos columns)" if d % 2 else ""
         about = f"max_len = {L}, d_model = {d}{odd}"
-        got = _array(_call(fn, (L, d), about), "the table", (L, d), about,
+        try:
+            out = _call(fn, (L, d), about)
+        except AssertionError as e:
+            if d % 2 and isinstance(e.__cause__, ValueError):
+                _fail(e.args[0].split("\n  hint:")[0], _ODD_D_MODEL)
+            raise
+        got = _array(out, "the table", (L, d), about,
                      lambda s: "the table is (max_len, d_model): one row per position"
-                     if s == (d, L) else None)
+                     if s == (d, L) else _ODD_D_MODEL if d % 2 and s == (L, d + 1) else None)
         diff = _differs(got, sinusoidal_table(L, d, dtype=np.float64))
         if diff:
             _fail(f"on {about}: {diff}", _pe_cause(L, d, got))
@@ -711,10 +743,26 @@ def _dx_cause(dout, x, gamma, eps, passed_eps: bool, got) -> str | None:
                 "variance inside the square root")
     candidates = [
         (lambda: rstd * (gh - gh.mean(axis=-1, keepdims=True)),
-         "the variance term is missing: the variance depends on x too, which adds "
-         "−x̂ · mean(ĝ ∘ x̂) with ĝ = dout ∘ γ"),
+         "the variance term is missing: the variance σ² depends on x too, a third path from x to "
+         "the output besides the direct one and the one through the mean"),
         (lambda: rstd * (gh - xhat * (gh * xhat).mean(axis=-1, keepdims=True)),
-         "the mean term is missing: the mean depends on x too, which adds −mean(ĝ) with ĝ = dout ∘ γ"),
+         "the mean term is missing: the mean μ depends on x too, a path from every x_j to every "
+         "x̂_i of its row"),
+        (lambda: rstd * (gh - gh.mean(axis=-1, keepdims=True)
+                         + xhat * (gh * xhat).mean(axis=-1, keepdims=True)),
+         "the variance term has the wrong sign: a larger σ² shrinks every x̂_i, so the path "
+         "through the variance pulls dx in the direction opposite to x̂"),
+        (lambda: rstd * (gh - gh.sum(axis=-1, keepdims=True)
+                         - xhat * (gh * xhat).sum(axis=-1, keepdims=True)),
+         f"sums instead of means: μ and σ² average over the row, so the terms through them carry "
+         f"a factor 1/n (here n = {n}): ∂μ/∂x_j = 1/n"),
+        (lambda: rstd * (gh - gh.sum(axis=-1, keepdims=True)
+                         - xhat * (gh * xhat).mean(axis=-1, keepdims=True)),
+         f"the mean term uses a sum instead of a mean: ∂μ/∂x_j = 1/n (here n = {n})"),
+        (lambda: rstd * (gh - gh.mean(axis=-1, keepdims=True)
+                         - xhat * (gh * xhat).sum(axis=-1, keepdims=True)),
+         f"the variance term uses a sum instead of a mean: σ² is a mean over the row, so "
+         f"∂σ²/∂x_j carries a factor 1/n (here n = {n})"),
         (lambda: _layer_norm_grads(x, np.ones_like(gamma), dout, eps)[0],
          "γ is missing from dx: the gradient reaching x̂ is dout ∘ γ"),
         (lambda: math.sqrt((n - 1) / n) * _layer_norm_grads(x, gamma, dout, eps * (n - 1) / n)[0],

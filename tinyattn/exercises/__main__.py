@@ -1,0 +1,35 @@
+"""``python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE ...] [--json results.json] [--timeout 60]``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import grader
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinyattn.exercises",
+                                     description="Homework tools for tinyattn's exercise notebooks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    g = commands.add_parser("grade", help="execute submissions and run every checker on them",
+                            description=grader.__doc__.split("\n\n")[0])
+    g.add_argument("submissions", nargs="+",
+                   help="notebooks (.ipynb), or folders: every .ipynb directly inside is one student")
+    g.add_argument("--json", metavar="RESULTS.json",
+                   help="also write the results (Gradescope's results.json shape for one submission)")
+    g.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds each cell (the student's and each check) may run (default 60)")
+    args = parser.parse_args(argv)
+    try:
+        submissions = grader.find_submissions(args.submissions)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if not submissions:
+        parser.error(f"no .ipynb notebooks in {' '.join(args.submissions)}")
+    grader.grade(submissions, json_path=args.json, timeout=args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
