@@ -22,6 +22,11 @@ from .serialization import atomic_write
 FIGURES: dict = {}  # name -> (function returning a Figure, one-line description)
 
 
+class FigureSkipped(RuntimeError):
+    """Raised by a figure whose input is not available here (e.g. a pretrained model not on disk);
+    ``main`` reports the figure as skipped instead of failing."""
+
+
 def figure(name: str, description: str):
     """Register ``fn() -> matplotlib.figure.Figure`` as the figure ``figures/{name}.png``."""
 
@@ -70,12 +75,22 @@ def main(argv=None) -> int:
 
     matplotlib.use("Agg")
     start = time.perf_counter()
+    skipped = []
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         path = os.path.join(args.out, f"{name}.png")
-        save_figure(make(name), path)
+        # -- issue 12: a figure whose input is missing (FigureSkipped) is reported, not fatal
+        try:
+            fig = make(name)
+        except FigureSkipped as e:
+            skipped.append(name)
+            print(f"[{i}/{len(names)}] {name}: skipped: {e}", flush=True)
+            continue
+        save_figure(fig, path)
         print(f"[{i}/{len(names)}] {path}  ({time.perf_counter() - t0:.1f}s)", flush=True)
-    print(f"{len(names)} figure(s) written to {args.out}/ in {time.perf_counter() - start:.1f}s")
+    note = f", {len(skipped)} skipped ({', '.join(skipped)})" if skipped else ""
+    print(f"{len(names) - len(skipped)} figure(s) written to {args.out}/ in "
+          f"{time.perf_counter() - start:.1f}s{note}")
     return 0
 
 

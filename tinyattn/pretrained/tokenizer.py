@@ -18,6 +18,7 @@ attention mask (1 = a real token, 0 = padding).
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 __all__ = ["BertTokenizer", "basic_tokenize", "wordpiece", "load_vocab"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 # CJK Unified Ideographs and their extensions and compatibility blocks (not kana or hangul)
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
@@ -54,7 +56,7 @@ def is_punctuation(ch: str) -> bool:
 
 def is_cjk(ch: str) -> bool:
     cp = ord(ch)
-    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+    return cp >= 0x3400 and any(lo <= cp <= hi for lo, hi in CJK_RANGES)
 
 
 def strip_accents(word: str) -> str:
@@ -178,17 +180,11 @@ class BertTokenizer:
                 tokens += wordpiece(word, self.vocab)
         return tokens
 
-    def _split_special(self, text: str) -> list:
+    @staticmethod
+    def _split_special(text: str) -> list:
         """[(piece, is_special)]: the text cut at the special tokens written in it."""
-        out, start, i = [], 0, 0
-        while i < len(text):
-            hit = next((t for t in SPECIAL_TOKENS if text.startswith(t, i)), None)
-            if hit is None:
-                i += 1
-                continue
-            out += [(text[start:i], False), (hit, True)]
-            i = start = i + len(hit)
-        return out + [(text[start:], False)]
+        parts = SPECIAL_PATTERN.split(text)  # odd positions hold the special tokens
+        return [(part, i % 2 == 1) for i, part in enumerate(parts)]
 
     def convert_tokens_to_ids(self, tokens: list) -> list:
         return [self.vocab.get(t, self.unk_token_id) for t in tokens]
