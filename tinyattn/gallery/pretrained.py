@@ -16,6 +16,7 @@ import numpy as np
 from .. import pretrained, viz
 from ..figures import FigureSkipped, figure
 
+README_SENTENCE = "the cat sat on the mat because it was tired"
 TIRED = "The animal didn't cross the street because it was too tired."
 WIDE = "The animal didn't cross the street because it was too wide."
 SUBWORDS = "Tokenization splits unbelievably long words into sub-words like playfulness."
@@ -146,10 +147,11 @@ def _grid_labels():
 
 @figure("pretrained_head_grid", "every layer x head of all-MiniLM-L6-v2 on one sentence (needs the model)")
 def pretrained_head_grid():
-    tokens, attn = attention_of(TIRED)
+    tokens, attn = attention_of(README_SENTENCE)
     layers, heads = _grid_labels()
     return viz.attention_grid(attn, tokens, row_titles=layers, col_titles=heads, vmin=0.0, vmax=1.0,
-                              panel_size=1.55, title=f"all-MiniLM-L6-v2: all 72 heads on \"{TIRED}\"")
+                              panel_size=1.45, title=f"all-MiniLM-L6-v2: 6 layers x 12 heads on "
+                                                     f"\"{README_SENTENCE}\"")
 
 
 @figure("pretrained_head_kinds", "four kinds of BERT heads: previous token, sink, same word, broad (needs the model)")
