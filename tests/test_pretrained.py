@@ -515,3 +515,31 @@ def test_minilm_float64_equals_hugging_face(reference):
 
 def test_the_reference_file_is_small():
     assert os.path.getsize(FIXTURE) < 1_000_000
+
+
+# ----------------------------------------------------------------------------------------------
+# the notebook's head measurements, on hand-made attention
+# ----------------------------------------------------------------------------------------------
+
+def test_head_scores_on_hand_made_attention():
+    gallery = pytest.importorskip("tinyattn.gallery.pretrained")
+    tokens = ["[CLS]", "play", "##ing", "cats", "[SEP]"]
+    L = len(tokens)
+    previous = np.eye(L, k=-1)
+    previous[0, 0] = 1.0  # the first row has no previous token: it looks at itself
+    uniform = np.full((L, L), 1.0 / L)
+    sink = np.zeros((L, L))
+    sink[:, 0] = 1.0
+    attn = np.stack([np.stack([previous, uniform, sink])])  # (1 layer, 3 heads, L, L)
+    assert gallery.word_ids(tokens).tolist() == [0, 1, 1, 2, 3]
+    s = gallery.head_scores(tokens, attn)
+    np.testing.assert_allclose(s["previous"], [[1.0, 0.2, 0.25]])  # sink: only row 1 -> 0 is "previous"
+    np.testing.assert_allclose(s["next"], [[0.0, 0.2, 0.0]])
+    np.testing.assert_allclose(s["to_cls"], [[0.4, 0.2, 1.0]])  # rows 0 and 1 of "previous" look at [CLS]
+    np.testing.assert_allclose(s["to_sep"], [[0.0, 0.2, 0.0]])
+    # same word: "play" and "##ing" are one word; "##ing" looks at "play" under the previous head
+    np.testing.assert_allclose(s["same_word"], [[0.5, 0.2, 0.0]])
+    np.testing.assert_allclose(s["entropy"], [[0.0, 1.0, 0.0]], atol=1e-15)
+    assert gallery.head_changes(attn, attn).tolist() == [[0.0, 0.0, 0.0]]
+    shifted = np.stack([np.stack([sink, uniform, previous])])
+    np.testing.assert_allclose(gallery.head_changes(attn, shifted)[0, [0, 2]], [0.6, 0.6])  # rows 2..4 disjoint
