@@ -96,19 +96,22 @@ def main(argv=None) -> None:
         err = float(np.abs(hf_encode(sentences) - ours).max())
         progress(f"max |tinyattn - HF| over the embeddings: {err:.1e}")
         assert err < 1e-4, f"tinyattn and Hugging Face embeddings differ by {err}"
-    progress("timing tinyattn ...")
-    times = interleaved_medians(fns, repeat=args.repeat)
-    if torch is not None:  # timed after tinyattn: PyTorch's threads would slow what runs next
-        progress("timing Hugging Face on PyTorch ...")
-        times.update(interleaved_medians({"Hugging Face transformers (PyTorch CPU)": lambda: hf_encode(sentences)},
-                                         repeat=args.repeat))
+    hf_fns = {} if torch is None else {"Hugging Face transformers (PyTorch CPU)": lambda: hf_encode(sentences)}
+    if args.threads == 1:  # no idle PyTorch threads to spin: interleave, so load drifts hit both alike
+        progress("timing tinyattn and Hugging Face, interleaved ...")
+        times = interleaved_medians({**fns, **hf_fns}, repeat=args.repeat)
+    else:  # PyTorch's spinning OpenMP threads would slow what runs next: time it last
+        progress("timing tinyattn, then Hugging Face ...")
+        times = interleaved_medians(fns, repeat=args.repeat)
+        times.update(interleaved_medians(hf_fns, repeat=args.repeat))
     progress("profiling tinyattn ...")
     prof_lines, prof_total = profile_table(lambda: model.encode(sentences))
     base = times["tinyattn"]
     lines = [f"all-MiniLM-L6-v2 (6 layers, 12 heads, width 384) encodes {len(sentences)} sentences of "
              f"{min(lengths)}–{max(lengths)} tokens (mean {np.mean(lengths):.1f}, with [CLS] and [SEP]): "
              f"tokenize, encoder, mean pooling, normalization, in batches of 32; float32, "
-             f"{args.threads} thread(s) for BLAS and PyTorch; medians of {args.repeat} runs.", "",
+             f"{args.threads} thread(s) for BLAS and PyTorch; medians of {args.repeat} runs"
+             f"{' (one of each per round)' if args.threads == 1 else ''}.", "",
              f"Machine: {machine_line()}. A shared, busy 2-core VM: read ratios, not absolute times.", "",
              "| implementation | median ms | vs tinyattn |", "|---|---:|---:|"]
     lines += [f"| {name} | {t * 1e3:.0f} | {t / base:.2f}× |" for name, t in times.items()]

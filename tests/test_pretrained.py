@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import tinyattn.pretrained as pretrained
-from tinyattn.pretrained import bert, safetensors, tokenizer
+from tinyattn.pretrained import safetensors, tokenizer
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 HOW_TO_ENABLE = ("all-MiniLM-L6-v2 is not available offline; fetch it once with "
