@@ -52,14 +52,20 @@ def test_list_holds_the_engine_and_attention_figures(listed):
 
 def test_every_listed_figure_is_written_as_a_png_with_a_progress_line(listed, full_run):
     out_dir, stdout = full_run
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{n}.png" for n in listed), \
+    # figures of the pretrained model are skipped, with a note, when it is not on disk
+    skipped = re.findall(r"^\[\d+/\d+\] (\S+): skipped: model not available", stdout, re.M)
+    assert all(name.startswith("pretrained_") for name in skipped), skipped
+    written = [n for n in listed if n not in skipped]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{n}.png" for n in written), \
         "exactly the listed figures, and no temporary files left behind"
     for i, name in enumerate(listed, 1):
+        if name in skipped:
+            continue
         data = (out_dir / f"{name}.png").read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, f"{name}.png is not a real PNG"
         line = re.escape(f"[{i}/{len(listed)}] {out_dir / name}.png")
         assert re.search(rf"^{line}\s+\(\d+\.\ds\)$", stdout, re.M), f"no progress line for {name}"
-    assert f"{len(listed)} figure(s) written to {out_dir}/" in stdout
+    assert f"{len(written)} figure(s) written to {out_dir}/" in stdout
 
 
 def test_only_writes_just_the_named_figures_and_they_are_byte_identical(listed, full_run, tmp_path):
@@ -162,3 +168,21 @@ def test_head_grid_and_masks_figures_draw_the_expected_matrices():
         np.testing.assert_array_equal(got, want)
     assert len(drawn) == 3
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------
+# the pretrained-model figures: skipped with a note when the model is not on disk
+# ----------------------------------------------------------------------------------------------
+
+def test_pretrained_figures_are_skipped_with_a_note_when_the_model_is_missing(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg", TINYATTN_CACHE=str(tmp_path / "empty-cache"))
+    result = subprocess.run([sys.executable, "-c", "import sys, tinyattn.pretrained as p; "
+                             "p._installed_folder = lambda: None; "
+                             "from tinyattn.figures import main; sys.exit(main(sys.argv[1:]))",
+                             "--out", str(tmp_path / "out"), "--only", "pretrained_entropy", "masks"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\[1/2\] pretrained_entropy: skipped: model not available: all-MiniLM-L6-v2 "
+                     r"is not on disk", result.stdout, re.M), result.stdout
+    assert "1 figure(s) written" in result.stdout and "1 skipped (pretrained_entropy)" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["masks.png"]

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from .gallery import FIGURES, make
+from .gallery import FIGURES, FigureSkipped, make
 from .serialization import atomic_write, check_writable
 
 __all__ = ["FIGURES", "make", "save_figure", "main"]
@@ -56,12 +56,21 @@ def main(argv=None) -> int:
 
     matplotlib.use("Agg")
     start = time.perf_counter()
+    skipped = []
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         path = os.path.join(args.out, f"{name}.png")
-        save_figure(make(name), path)
+        try:
+            fig = make(name)
+        except FigureSkipped as why:  # its input is not on this machine (e.g. a pretrained model)
+            skipped.append(name)
+            print(f"[{i}/{len(names)}] {name}: skipped: {why}", flush=True)
+            continue
+        save_figure(fig, path)
         print(f"[{i}/{len(names)}] {path}  ({time.perf_counter() - t0:.1f}s)", flush=True)
-    print(f"{len(names)} figure(s) written to {args.out}/ in {time.perf_counter() - start:.1f}s")
+    note = f", {len(skipped)} skipped ({', '.join(skipped)})" if skipped else ""
+    print(f"{len(names) - len(skipped)} figure(s) written to {args.out}/ in "
+          f"{time.perf_counter() - start:.1f}s{note}")
     return 0
 
 

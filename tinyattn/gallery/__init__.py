@@ -10,6 +10,7 @@ from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
 from . import training  # noqa: F401
 from . import efficient  # noqa: F401
-from .registry import FIGURES, figure, make
+from . import pretrained  # noqa: F401
+from .registry import FIGURES, FigureSkipped, figure, make
 
-__all__ = ["FIGURES", "figure", "make"]
+__all__ = ["FIGURES", "FigureSkipped", "figure", "make"]

@@ -8,9 +8,14 @@
 
 from __future__ import annotations
 
-__all__ = ["FIGURES", "figure", "make"]
+__all__ = ["FIGURES", "FigureSkipped", "figure", "make"]
 
 FIGURES: dict = {}  # name -> (function returning a Figure, one-line description)
+
+
+class FigureSkipped(RuntimeError):
+    """Raised by a figure whose input is not available here (e.g. a pretrained model not on disk);
+    ``python -m tinyattn.figures`` reports the figure as skipped instead of failing."""
 
 
 def figure(name: str, description: str):
