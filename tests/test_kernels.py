@@ -139,3 +139,15 @@ def test_erf_kernel_is_what_gelu_uses():
     x = np.linspace(-7, 7, 1001)
     assert F.erf is kernels.erf
     assert_close(F.gelu(ta.tensor(x)), x * 0.5 * (1 + kernels.erf(x / np.sqrt(2))), rtol=1e-13, atol=1e-15)
+
+
+def test_float32_erf_is_within_half_a_micro_of_math_erf():
+    import math
+
+    x = np.concatenate([np.linspace(-9, 9, 20001), [0.0, -0.0, 4.0, -4.0, 1e-30]]).astype(np.float32)
+    got = kernels.erf(x)
+    want = np.array([math.erf(float(v)) for v in x])
+    assert got.dtype == np.float32
+    assert np.abs(got - want).max() < 5e-7
+    assert np.array_equal(kernels.erf(-x), -got), "odd, exactly"
+    assert np.all(np.abs(got) <= 1)

@@ -1,9 +1,10 @@
 """erf for NumPy arrays: NumPy has none and SciPy is not a dependency (exact GELU needs it).
 
 W. J. Cody's rational approximations (1969), as in SPECFUN's CALERF, vectorized: within a few
-ulp of ``math.erf`` in float64 (checked in the tests). Two measured tricks make it about 4×
-faster than the first, straightforward version: the polynomials are evaluated by Horner's rule
-in place on two arrays, and the input is processed in blocks of 65,536 elements so one block's
+ulp of ``math.erf`` in float64 (checked in the tests); float32 arrays use a cheaper
+single-precision rational (Eigen's). Two measured tricks make the float64 path about 4× faster
+than the first, straightforward version: the polynomials are evaluated by Horner's rule in place
+on two arrays, and the input is processed in blocks of 65,536 elements so one block's
 temporaries stay in cache.
 """
 
@@ -24,6 +25,11 @@ _ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02
           1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
           3.43936767414372164e03, 1.23033935480374942e03)
 _BLOCK = 1 << 16  # elements per block: one block's temporaries stay in cache
+# float32: Eigen's rational erf for single precision, odd numerator over even denominator in x²
+_F32_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_F32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
 
 
 def _rational(z: np.ndarray, P: tuple, Q: tuple) -> np.ndarray:
@@ -63,13 +69,37 @@ def _erf_block(x: np.ndarray) -> np.ndarray:
     return np.copysign(out, x, out=out)
 
 
+def _erf_block_float32(x: np.ndarray) -> np.ndarray:
+    """erf on a 1-D float32 block: x clamped to [−4, 4] (erf(4) rounds to 1 in float32), then
+    x·P(x²)/Q(x²) with Eigen's single-precision coefficients: within 4.2e-7 of ``math.erf``."""
+    x = np.clip(x, -4.0, 4.0)
+    z = x * x
+    num = np.full_like(x, _F32_P[0])
+    for c in _F32_P[1:]:
+        num *= z
+        num += np.float32(c)
+    num *= x
+    den = np.full_like(x, _F32_Q[0])
+    for c in _F32_Q[1:]:
+        den *= z
+        den += np.float32(c)
+    num /= den
+    return np.clip(num, -1.0, 1.0, out=num)  # the rational overshoots 1 by an ulp near |x| = 4
+
+
 def erf(x) -> np.ndarray:
-    """The error function of an array, elementwise, in the dtype of a float ``x`` (else float64)."""
+    """The error function of an array, elementwise, in the dtype of a float ``x`` (else float64).
+
+    float64 (and other floats): Cody's rationals, a few ulp. float32: a single-precision rational
+    (at most 4.2e-7 from the exact value, about 3 float32 ulp at 1), 2-3× faster, which is what
+    a float32 model needs: the exact GELU of a pretrained BERT spent a third of its time in erf.
+    """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
+    block = _erf_block_float32 if x.dtype == np.float32 else _erf_block
     flat = x.reshape(-1)
     out = np.empty_like(flat)
     for i in range(0, flat.size, _BLOCK):
-        out[i:i + _BLOCK] = _erf_block(flat[i:i + _BLOCK])
+        out[i:i + _BLOCK] = block(flat[i:i + _BLOCK])
     return out.reshape(x.shape)
