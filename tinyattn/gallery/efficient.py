@@ -63,10 +63,10 @@ def _draw_tiles(ax, N: int, S: int, block: int, is_causal: bool) -> None:
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
     mode = "causal (j ≤ i)" if is_causal else "no mask"
-    ax.set_title(f"N={N}, S={S}, {mode}\n{computed} of {kinds.size} tiles computed", fontsize=10)
+    ax.set_title(f"L={N}, S={S}, {mode}\n{computed} of {kinds.size} tiles computed", fontsize=10)
 
 
-@figure("flash_tiles", "the tiles flash attention computes, masks or skips (causal, N != S, ragged)")
+@figure("flash_tiles", "the tiles flash attention computes, masks or skips (causal, L != S, ragged)")
 def flash_tiles():
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -108,8 +108,8 @@ def sliding_window():
     scored = sum((q1 - q0) * (k1 - k0) for q0, q1, k0, k1 in tiles)
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
-    ax.set_title(f"sliding_window_attention, N={N}, window {w}:\n{len(tiles)} tiles (orange) cover "
-                 f"the band (grey)\n{scored} scores computed, not N² = {N * N}", fontsize=10)
+    ax.set_title(f"sliding_window_attention, L={N}, window {w}:\n{len(tiles)} tiles (orange) cover "
+                 f"the band (grey)\n{scored} scores computed, not L² = {N * N}", fontsize=10)
     return fig
 
 
@@ -137,7 +137,7 @@ def flash_error():
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length N (causal, d = 32, block 64)")
+        ax.set_xlabel("sequence length L (causal, d = 32, block 64)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("max |x − reference| / max |reference|")
@@ -171,7 +171,7 @@ def linear_vs_softmax():
                  label="‖linear − softmax‖ / ‖softmax‖ (output)")
     axes[2].set_xscale("log")
     axes[2].set_xlabel("logit scale s (q and k multiplied by s)")
-    axes[2].set_title("N = 64 random q, k, v: they agree only while both are near uniform", fontsize=10)
+    axes[2].set_title("L = 64 random q, k, v: they agree only while both are near uniform", fontsize=10)
     axes[2].grid(True, alpha=0.3)
     axes[2].legend(fontsize=8)
     fig.suptitle("linear attention uses another similarity than softmax (random q, k with d = 16 "
@@ -183,7 +183,7 @@ def linear_vs_softmax():
 # time and memory against N, from the saved benchmark
 # ----------------------------------------------------------------------------------------------
 
-@figure("efficient_scaling", "time and peak memory vs N of plain, flash, linear and sliding-window attention")
+@figure("efficient_scaling", "time and peak memory vs L of plain, flash, linear and sliding-window attention")
 def efficient_scaling():
     import matplotlib.pyplot as plt
 
@@ -199,11 +199,11 @@ def efficient_scaling():
     n = np.array(data["sizes"], dtype=float)
     for ax, key, unit in ((axes[0], "fwd_bwd_s", 1e3), (axes[1], "peak_bytes", 1 / 2 ** 20)):
         anchor = res["plain"]["N"][0], res["plain"][key][0] * unit
-        ax.plot(n, anchor[1] * (n / anchor[0]) ** 2, color="grey", ls=":", lw=1, label="∝ N²")
-        ax.plot(n, anchor[1] * (n / anchor[0]), color="grey", ls="--", lw=1, label="∝ N")
+        ax.plot(n, anchor[1] * (n / anchor[0]) ** 2, color="grey", ls=":", lw=1, label="∝ L²")
+        ax.plot(n, anchor[1] * (n / anchor[0]), color="grey", ls="--", lw=1, label="∝ L")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
+        ax.set_xlabel("sequence length L")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("forward + backward, median ms")
     axes[1].set_ylabel("tracemalloc peak, MiB")
