@@ -642,6 +642,7 @@ def test_notebook07_io_model_asymptotics_and_errors():
     assert abs(quad[16384] / quad[32768] - 2) < 0.05 and abs(quad[32768] / quad[65536] - 2) < 0.05
     ratio = examples.attention_io(L, d, 65536)["standard"] / examples.attention_io(L, d, 65536)["flash"]
     assert abs(ratio / (65536 / (d * (3 * d + 4))) - 1) < 0.05
-    assert examples.attention_io(L, d, 1024)["flash"] > examples.attention_io(L, d, 1024)["standard"]
+    tiny = examples.attention_io(1024, 16, 256)  # fast memory of 4 rows: flash re-reads Q too often
+    assert tiny["flash"] > tiny["standard"]
     with pytest.raises(ValueError, match=r"M = 100 .*4d = 256"):
         examples.attention_io(10, 64, 100)
