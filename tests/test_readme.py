@@ -30,3 +30,23 @@ def test_readme_python_block_runs(index, capsys):
 
 def test_readme_has_the_taste_example():
     assert any("loss.backward()" in b and "opt.step()" in b for b in BLOCKS)
+
+
+def test_readme_training_table_equals_the_committed_training_logs():
+    """One source of truth: every row of the README's training table is the JSON log of the
+    committed checkpoint (accuracy to 3 decimals, steps, wall time to 0.1 s)."""
+    import json
+    from importlib import resources
+
+    text = README.read_text(encoding="utf-8")
+    table = text.split("| task | held-out accuracy | steps | wall time |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| ([0-9.]+) \| (\d+) \| ([0-9.]+) s \|$", table, re.M)
+    logs = sorted(p.name[:-5] for p in (resources.files("tinyattn") / "checkpoints").iterdir()
+                  if p.name.endswith(".json"))
+    assert sorted(r[0] for r in rows) == logs, f"README rows {rows} vs logs {logs}"
+    for task, accuracy, steps, seconds in rows:
+        log = json.loads((resources.files("tinyattn") / "checkpoints" / f"{task}.json").read_text())
+        result = log["result"]
+        assert accuracy == f"{result['test_accuracy']:.3f}", (task, accuracy, result["test_accuracy"])
+        assert int(steps) == result["steps"], (task, steps, result["steps"])
+        assert seconds == f"{result['seconds']:.1f}", (task, seconds, result["seconds"])

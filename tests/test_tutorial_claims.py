@@ -452,3 +452,197 @@ def test_seed_snippet_runs_on_tinyattn_and_padding_is_invisible():
     pad[1, 5:] = True
     padded = model(src, src_key_padding_mask=pad)
     assert_close(padded.data[:5, 1], model(src[:5, 1:2]).data[:, 0], rtol=1e-10, atol=1e-12, what="padding")
+
+
+# -- issue 15: claims the notebooks make after their corrections ---------------------------------
+
+def np_toy_weights(R: np.ndarray, W_k: np.ndarray = None) -> np.ndarray:
+    """Notebook 00's P for the labelled sentence: X one-hot kinds, q = √E Rᵀ-projected, k = W_k x."""
+    X = examples.word_kinds()  # (L, E)
+    E = X.shape[1]
+    Q = X @ (math.sqrt(E) * R.T).T
+    K = X @ (np.eye(E) if W_k is None else W_k).T
+    return np_softmax(Q @ K.T / math.sqrt(E))
+
+
+def test_notebook00_exercise1_query_edit_changes_one_row_key_edit_changes_many():
+    tokens, kinds = examples.SENTENCE, examples.KINDS
+    R = examples.relation_matrix()
+    P = np_toy_weights(R)
+    R_query = R.copy()
+    R_query[kinds.index("pronoun"), kinds.index("adjective")] = 6.0  # the *it* row of R
+    P_query = np_toy_weights(R_query)
+    changed = np.flatnonzero(np.abs(P_query - P).max(axis=1) > 1e-12)
+    assert changed.tolist() == [tokens.index("it")]
+    assert P_query[tokens.index("it")].argmax() == tokens.index("tired")
+    W_k = np.eye(len(kinds))
+    W_k[kinds.index("animal"), kinds.index("adjective")] = 1.0  # the key of *tired* scores like an animal's
+    P_key = np_toy_weights(R, W_k)
+    changed = np.flatnonzero(np.abs(P_key - P).max(axis=1) > 1e-12)
+    expected = [i for i, t in enumerate(tokens) if R[kinds.index(examples.KIND_OF[t]), kinds.index("animal")] != 0]
+    assert changed.tolist() == expected and len(changed) == 7
+
+
+def test_notebook03_softmax_jacobian_norm_is_not_monotone_in_the_sharpness():
+    def jac_norm(p):
+        return np.linalg.norm(np.diag(p) - np.outer(p, p))
+    uniform = np.full(16, 1 / 16)
+    two = np.zeros(16)
+    two[:2] = 0.5
+    assert np.isclose(jac_norm(uniform), math.sqrt(15) / 16) and np.isclose(jac_norm(two), 0.5)
+    assert jac_norm(np.eye(16)[0]) == 0.0
+    stats = examples.scaling_stats()
+    small, large = stats["d_k"] <= 8, stats["d_k"] >= 16
+    assert np.all(stats["jacobian_unscaled"][small] > stats["jacobian_scaled"][small])
+    assert np.all(stats["jacobian_unscaled"][large] < stats["jacobian_scaled"][large])
+
+
+def test_notebook03_attention_dropout_drops_weights_after_softmax_and_rescales():
+    rng = np.random.default_rng(5)
+    q, k, v = rng.standard_normal((6, 4)), rng.standard_normal((7, 4)), rng.standard_normal((7, 3))
+    _, P = np_attention(q, k, v)
+    p = 0.3
+    ta.manual_seed(3)
+    out, P_drop = F.scaled_dot_product_attention(ta.tensor(q), ta.tensor(k), ta.tensor(v), dropout_p=p,
+                                                 return_weights=True)
+    kept = P_drop.data != 0
+    assert 0 < kept.mean() < 1
+    assert_close(P_drop.data[kept], P[kept] / (1 - p), rtol=1e-12, what="kept weights are P / (1 − p)")
+    assert_close(out, P_drop.data @ v, rtol=1e-12, atol=1e-12, what="output is P̃ V")
+    mean = np.mean([F.scaled_dot_product_attention(ta.tensor(q), ta.tensor(k), ta.tensor(v), dropout_p=p,
+                                                   return_weights=True)[1].data for _ in range(3000)], axis=0)
+    assert np.abs(mean - P).max() < 0.03, "E[P̃] = P"
+    mha = ta.nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True).double()
+    x = ta.tensor(rng.standard_normal((1, 5, 4)))
+    assert not np.allclose(mha(x, x, x)[0].data, mha(x, x, x)[0].data)
+    mha.eval()
+    ref = ta.nn.MultiheadAttention(4, 2, batch_first=True).double()
+    ref.load_state_dict(mha.state_dict())
+    assert np.array_equal(mha(x, x, x)[0].data, ref(x, x, x)[0].data)
+
+
+def test_notebook04_readable_multi_head_attention_equals_numpy_and_the_module():
+    rng = np.random.default_rng(6)
+    E, H = 12, 3
+    mha = ta.nn.MultiheadAttention(E, H, batch_first=True).double()
+    mha.in_proj_bias.data[:] = rng.standard_normal(3 * E)
+    x = rng.standard_normal((2, 5, E))
+    got = examples.multi_head_attention(ta.tensor(x), ta.tensor(x), mha).data
+    for n in range(2):
+        want, _ = np_mha(x[n], *mha_params(mha), H)
+        assert_close(got[n], want, rtol=1e-10, atol=1e-12, what=f"batch {n}")
+    x_kv = rng.standard_normal((2, 7, E))
+    allowed = rng.random((5, 7)) < 0.6
+    allowed[:, 0] = True
+    module = mha(ta.tensor(x), ta.tensor(x_kv), ta.tensor(x_kv), attn_mask=~allowed, need_weights=False)[0]
+    readable = examples.multi_head_attention(ta.tensor(x), ta.tensor(x_kv), mha, attn_mask=allowed)
+    assert_close(readable, module.data, rtol=1e-12, atol=1e-12, what="cross-attention with a mask")
+
+
+def test_notebook04_split_is_a_view_and_merging_the_attention_output_copies():
+    x = ta.tensor(np.random.default_rng(7).standard_normal((2, 5, 12)))
+    heads_in = x.reshape(2, 5, 3, 4).transpose(1, 2)  # (N, H, L, D)
+    assert np.shares_memory(heads_in.data, x.data)
+    out = F.scaled_dot_product_attention(heads_in, heads_in, heads_in)  # (N, H, L, D), contiguous
+    merged = out.transpose(1, 2).reshape(2, 5, 12)
+    assert not np.shares_memory(merged.data, out.data)
+    assert_close(merged.data[:, :, 4:8], out.data[:, 1], rtol=0, atol=0, what="head 1 in columns 4..7")
+
+
+def test_notebook04_one_head_cannot_hold_two_relations_two_heads_can():
+    mha, X = examples.hand_set_heads()
+    D, E = mha.head_dim, mha.embed_dim
+    W = mha.in_proj_weight.data
+    forms = [W[h * D:(h + 1) * D].T @ W[E + h * D:E + (h + 1) * D] for h in range(4)]  # W_q,hᵀ W_k,h
+    assert_close(examples.head_bilinear_forms(mha), np.stack(forms), rtol=0, atol=0, what="bilinear forms")
+    assert [np.linalg.matrix_rank(m) for m in forms] == [9, 8, 0, 0]
+    assert np.linalg.matrix_rank(forms[0] + forms[1]) == 17 > D
+    P0, P1 = (np_softmax(X @ forms[h] @ X.T / math.sqrt(D)) for h in (0, 1))  # biases of heads 0, 1 are 0
+    P_one = np_softmax(X @ (forms[0] + forms[1]) @ X.T / math.sqrt(D))  # one head scoring both
+    relation = X @ forms[1] @ X.T
+    conflicts = 0
+    for i in range(1, len(X)):
+        targets = np.flatnonzero(np.isclose(relation[i], relation[i].max()))
+        if i - 1 in targets:
+            continue
+        conflicts += 1
+        assert P0[i, i - 1] > 0.9 and P1[i, targets].sum() > 0.6
+        assert P_one[i, i - 1] + P_one[i, targets].sum() <= 1 + 1e-12 and P_one[i, targets].sum() < 0.3
+    assert conflicts == 8
+
+
+def test_notebook05_residual_gradient_is_a_sum_over_paths_not_unchanged():
+    ta.manual_seed(1)
+    layers = [ta.nn.Linear(16, 16).double() for _ in range(30)]
+    x0 = ta.tensor(np.random.default_rng(1).standard_normal((8, 16)), requires_grad=True)
+    h = x0
+    for lin in layers:
+        h = h + lin(h).tanh()
+    h.retain_grad()
+    (h ** 2).sum().backward()
+    ratio = np.linalg.norm(x0.grad) / np.linalg.norm(h.grad)
+    assert 2 < ratio < 10, ratio
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_notebook05_post_norm_gradients_have_no_trend_towards_the_output(seed):
+    grads = examples.depth_stats(False, 24, seed=seed)["param_grad"]
+    assert grads.max() < 3 * grads.min()
+    if seed == 0:  # the printed table: largest at the input side
+        assert grads[0] > grads[-1] and abs(grads[0] - 0.568) < 0.001 and abs(grads[-1] - 0.368) < 0.001
+
+
+def test_notebook05_default_feed_forward_is_97_percent_of_the_seed_snippets_parameters():
+    E, F_ = 32, 2048
+    per_layer = (4 * E * E + 4 * E) + (2 * E * F_ + F_ + E) + 4 * E  # MHA, FFN, two LayerNorms
+    ffn = 2 * E * F_ + F_ + E
+    layer = ta.nn.TransformerEncoderLayer(E, 4)
+    assert layer.num_parameters() == per_layer
+    assert 0.96 < ffn / per_layer < 0.98
+
+
+def test_notebook06_loss_reference_levels():
+    test = examples.test_set("reverse")
+    given = test.tokens[:, :8]
+    counts = np.array([np.bincount(row, minlength=10) for row in given])
+    c_y = np.take_along_axis(counts, test.answers, axis=1)
+    assert np.all(c_y >= 1)  # every answer digit is in its input
+    assert abs(-np.mean(np.log(c_y / 8)) - 1.67) < 0.005
+    assert abs(np.mean(counts.max(axis=1) / 8) - 0.295) < 0.0005
+    from tinyattn import data
+    rng_digits = data.make_splits("reverse", 2000, 10, seed=3)[0].tokens[:, :8]
+    freq = np.bincount(rng_digits.ravel(), minlength=10) / rng_digits.size
+    assert np.abs(freq - 0.1).max() < 0.01  # digits uniform: no frequency beats ln 10
+
+
+def test_notebook06_schedule_peaks_at_the_end_of_warmup_below_one():
+    from tinyattn import train as tr
+    for steps, peak in ((300, 0.7545), (800, 0.9627)):
+        f = np.array([tr.lr_factor(t, 100, steps) for t in range(steps)])
+        assert f.argmax() == 99 and abs(f.max() - 0.5 * (1 + math.cos(math.pi * 99 / steps))) < 1e-12
+        assert abs(f.max() - peak) < 5e-5
+
+
+def np_io(L: int, d: int, M: int) -> tuple:
+    """Dao et al.'s counts, closed form: plain 4Ld + 4L², flash 2Ld + ⌈L/B_c⌉ L (3d + 4), B_c = ⌈M/4d⌉."""
+    B_c = -(-M // (4 * d))
+    return 4 * L * d + 4 * L * L, 2 * L * d + -(-L // B_c) * L * (3 * d + 4)
+
+
+@pytest.mark.parametrize("L, d, M", [(1, 8, 32), (100, 16, 1000), (1000, 64, 16384), (4097, 32, 65536),
+                                     (3000, 128, 50000)])
+def test_notebook07_io_model_counts(L, d, M):
+    io = examples.attention_io(L, d, M)
+    assert (io["standard"], io["flash"]) == np_io(L, d, M)
+
+
+def test_notebook07_io_model_asymptotics_and_errors():
+    L, d = 16384, 64
+    quad = {M: examples.attention_io(L, d, M)["flash"] - 2 * L * d for M in (16384, 32768, 65536)}
+    assert abs(quad[16384] / quad[32768] - 2) < 0.05 and abs(quad[32768] / quad[65536] - 2) < 0.05
+    ratio = examples.attention_io(L, d, 65536)["standard"] / examples.attention_io(L, d, 65536)["flash"]
+    assert abs(ratio / (65536 / (d * (3 * d + 4))) - 1) < 0.05
+    tiny = examples.attention_io(1024, 16, 256)  # fast memory of 4 rows: flash re-reads Q too often
+    assert tiny["flash"] > tiny["standard"]
+    with pytest.raises(ValueError, match=r"M = 100 .*4d = 256"):
+        examples.attention_io(10, 64, 100)

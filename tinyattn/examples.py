@@ -321,3 +321,68 @@ def linear_vs_softmax_distance(scales, N: int = 64, d: int = 16, seed: int = 0) 
         tv.append(float(0.5 * np.abs(a - p.data).sum(axis=-1).mean()))
         err.append(float(np.linalg.norm(a @ v - p.data @ v) / np.linalg.norm(p.data @ v)))
     return {"scales": list(scales), "tv": tv, "output_error": err}
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-head attention as its formula (notebook 04)
+# ----------------------------------------------------------------------------------------------
+
+def multi_head_attention(x_q, x_kv, mha: nn.MultiheadAttention, attn_mask=None):
+    """MultiheadAttention's math without its plumbing: batch-first input, no masks conversion.
+
+    x_q (N, L, E), x_kv (N, S, E) -> (N, L, E). head_h = softmax(Q_h K_hᵀ / √D + mask) V_h with
+    Q_h = columns h·D .. (h+1)·D − 1 of x_q W_qᵀ + b_q (likewise K_h, V_h), and the output is
+    concat(head_1, .., head_H) W_oᵀ + b_o. attn_mask is in SDPA polarity (True = may attend).
+    """
+    (W_q, W_k, W_v), (b_q, b_k, b_v) = mha.projection_weights(), mha.projection_biases()
+    H, D = mha.num_heads, mha.head_dim
+    N, L, E = x_q.shape
+    S = x_kv.shape[1]
+    Q = F.linear(x_q, W_q, b_q).reshape(N, L, H, D).transpose(1, 2)  # (N, H, L, D)
+    K = F.linear(x_kv, W_k, b_k).reshape(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
+    V = F.linear(x_kv, W_v, b_v).reshape(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
+    heads = F.scaled_dot_product_attention(Q, K, V, attn_mask=attn_mask)  # (N, H, L, D)
+    concat = heads.transpose(1, 2).reshape(N, L, E)  # (N, L, E): the heads side by side
+    return F.linear(concat, mha.out_proj.weight, mha.out_proj.bias)  # (N, L, E)
+
+
+def head_bilinear_forms(mha: nn.MultiheadAttention) -> np.ndarray:
+    """M_h = W_q,hᵀ W_k,h for every head h: (H, E, E), rank ≤ head_dim each.
+
+    Without biases, head h's score of query x_i and key x_j is x_i M_h x_jᵀ / √D, with W_q,h
+    the D rows h·D .. (h+1)·D − 1 of W_q (likewise W_k,h).
+    """
+    W_q, W_k, _ = (w.data for w in mha.projection_weights())
+    D = mha.head_dim
+    return np.stack([W_q[h * D:(h + 1) * D].T @ W_k[h * D:(h + 1) * D] for h in range(mha.num_heads)])
+
+
+# ----------------------------------------------------------------------------------------------
+# the IO model of flash attention (notebook 07)
+# ----------------------------------------------------------------------------------------------
+
+def attention_io(L: int, d: int, M: int) -> dict:
+    """Numbers moved between slow memory (HBM) and fast memory (SRAM) of size M numbers.
+
+    One head, sequence length L (= S, self-attention), head dim d, forward pass, counted by walking the loops of
+    Dao et al. (2022): ``standard`` runs S = Q Kᵀ, P = softmax(S), O = P V as three kernels,
+    each reading its inputs from and writing its output to slow memory (4Ld + 4L²);
+    ``flash`` is their Algorithm 1 with blocks B_c = ⌈M / 4d⌉ keys and B_r = min(B_c, d)
+    queries: K_j, V_j loaded once, and per (key block, query block) Q_i, O_i, ℓ_i, m_i read and
+    O_i, ℓ_i, m_i written — Θ(L²d²/M) in total.
+    """
+    if M < 4 * d:
+        raise ValueError(f"fast memory M = {M} numbers cannot hold one row of Q, K, V and O "
+                         f"(4d = {4 * d}); expected M >= 4d")
+    standard = (2 * L * d + L * L) + (L * L + L * L) + (L * L + L * d + L * d)  # QKᵀ, softmax, PV
+    B_c = math.ceil(M / (4 * d))
+    B_r = min(B_c, d)
+    flash = 0
+    for c0 in range(0, L, B_c):
+        bc = min(B_c, L - c0)
+        flash += 2 * bc * d  # load K_j, V_j
+        for r0 in range(0, L, B_r):
+            br = min(B_r, L - r0)
+            flash += br * d + br * d + 2 * br  # read Q_i, O_i, ℓ_i, m_i
+            flash += br * d + 2 * br  # write O_i, ℓ_i, m_i
+    return {"standard": standard, "flash": flash, "B_c": B_c, "B_r": B_r}

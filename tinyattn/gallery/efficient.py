@@ -12,7 +12,7 @@ import numpy as np
 from .. import autograd as ag
 from .. import efficient as eff
 from .. import viz
-from ..examples import flash_error_table, linear_vs_softmax_distance, load_benchmark_results
+from ..examples import attention_io, flash_error_table, linear_vs_softmax_distance, load_benchmark_results
 from .registry import figure
 from ..nn import functional as F
 
@@ -63,10 +63,10 @@ def _draw_tiles(ax, N: int, S: int, block: int, is_causal: bool) -> None:
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
     mode = "causal (j ≤ i)" if is_causal else "no mask"
-    ax.set_title(f"N={N}, S={S}, {mode}\n{computed} of {kinds.size} tiles computed", fontsize=10)
+    ax.set_title(f"L={N}, S={S}, {mode}\n{computed} of {kinds.size} tiles computed", fontsize=10)
 
 
-@figure("flash_tiles", "the tiles flash attention computes, masks or skips (causal, N != S, ragged)")
+@figure("flash_tiles", "the tiles flash attention computes, masks or skips (causal, L != S, ragged)")
 def flash_tiles():
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -108,8 +108,8 @@ def sliding_window():
     scored = sum((q1 - q0) * (k1 - k0) for q0, q1, k0, k1 in tiles)
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i")
-    ax.set_title(f"sliding_window_attention, N={N}, window {w}:\n{len(tiles)} tiles (orange) cover "
-                 f"the band (grey)\n{scored} scores computed, not N² = {N * N}", fontsize=10)
+    ax.set_title(f"sliding_window_attention, L={N}, window {w}:\n{len(tiles)} tiles (orange) cover "
+                 f"the band (grey)\n{scored} scores computed, not L² = {N * N}", fontsize=10)
     return fig
 
 
@@ -137,7 +137,7 @@ def flash_error():
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length N (causal, d = 32, block 64)")
+        ax.set_xlabel("sequence length L (causal, d = 32, block 64)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("max |x − reference| / max |reference|")
@@ -171,7 +171,7 @@ def linear_vs_softmax():
                  label="‖linear − softmax‖ / ‖softmax‖ (output)")
     axes[2].set_xscale("log")
     axes[2].set_xlabel("logit scale s (q and k multiplied by s)")
-    axes[2].set_title("N = 64 random q, k, v: they agree only while both are near uniform", fontsize=10)
+    axes[2].set_title("L = 64 random q, k, v: they agree only while both are near uniform", fontsize=10)
     axes[2].grid(True, alpha=0.3)
     axes[2].legend(fontsize=8)
     fig.suptitle("linear attention uses another similarity than softmax (random q, k with d = 16 "
@@ -183,7 +183,7 @@ def linear_vs_softmax():
 # time and memory against N, from the saved benchmark
 # ----------------------------------------------------------------------------------------------
 
-@figure("efficient_scaling", "time and peak memory vs N of plain, flash, linear and sliding-window attention")
+@figure("efficient_scaling", "time and peak memory vs L of plain, flash, linear and sliding-window attention")
 def efficient_scaling():
     import matplotlib.pyplot as plt
 
@@ -199,11 +199,11 @@ def efficient_scaling():
     n = np.array(data["sizes"], dtype=float)
     for ax, key, unit in ((axes[0], "fwd_bwd_s", 1e3), (axes[1], "peak_bytes", 1 / 2 ** 20)):
         anchor = res["plain"]["N"][0], res["plain"][key][0] * unit
-        ax.plot(n, anchor[1] * (n / anchor[0]) ** 2, color="grey", ls=":", lw=1, label="∝ N²")
-        ax.plot(n, anchor[1] * (n / anchor[0]), color="grey", ls="--", lw=1, label="∝ N")
+        ax.plot(n, anchor[1] * (n / anchor[0]) ** 2, color="grey", ls=":", lw=1, label="∝ L²")
+        ax.plot(n, anchor[1] * (n / anchor[0]), color="grey", ls="--", lw=1, label="∝ L")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length N")
+        ax.set_xlabel("sequence length L")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("forward + backward, median ms")
     axes[1].set_ylabel("tracemalloc peak, MiB")
@@ -211,4 +211,49 @@ def efficient_scaling():
     cfg = data["config"]
     fig.suptitle(f"float32, B = H = 1, d = {cfg['d']}, window {cfg['window']}; "
                  f"from tinyattn/measurements/efficient.json ({data['machine'].split(';')[0]})", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the IO model: numbers moved between slow and fast memory
+# ----------------------------------------------------------------------------------------------
+
+IO_SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384)
+IO_FAST_MEMORY = (16 * 1024, 64 * 1024)  # fast-memory sizes M in numbers (fp16: 32 KiB, 128 KiB)
+
+
+@figure("flash_io", "the IO model: numbers moved between slow and fast memory, plain vs flash attention")
+def flash_io():
+    import matplotlib.pyplot as plt
+
+    lengths = np.array(IO_SIZES)
+    d = 64
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
+    standard = np.array([attention_io(L, d, IO_FAST_MEMORY[0])["standard"] for L in lengths])
+    axes[0].plot(lengths, standard, marker="o", ms=4, color="#264653", label="plain: 4Ld + 4L²")
+    for M, color in zip(IO_FAST_MEMORY, ("#2a9d8f", "#3a86ff")):
+        moved = np.array([attention_io(L, d, M)["flash"] for L in lengths])
+        axes[0].plot(lengths, moved, marker="o", ms=4, color=color, label=f"flash, M = {M // 1024}K numbers")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("sequence length L")
+    axes[0].set_ylabel("numbers read + written in slow memory")
+    axes[0].set_title(f"forward pass, one head, d = {d}", fontsize=10)
+    fast = np.array([2 ** e for e in range(11, 19)])  # M = 2K .. 256K numbers
+    for dim, color in zip((32, 64, 128), ("#e76f51", "#2a9d8f", "#6a4c93")):
+        ok = fast >= 4 * dim
+        ratio = [attention_io(4096, dim, int(M))["standard"] / attention_io(4096, dim, int(M))["flash"]
+                 for M in fast[ok]]
+        axes[1].plot(fast[ok], ratio, marker="o", ms=4, color=color, label=f"d = {dim}")
+    axes[1].axhline(1, color="grey", lw=1, ls=":")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("fast memory M (numbers)")
+    axes[1].set_ylabel("plain / flash, numbers moved")
+    axes[1].set_title("L = 4096: the saving grows like M / d²", fontsize=10)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Flash attention moves Θ(L²d²/M) numbers instead of Θ(Ld + L²): the GPU win is "
+                 "fewer trips to slow memory, in one fused kernel", fontsize=10)
     return fig

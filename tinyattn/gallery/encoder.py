@@ -186,3 +186,50 @@ def encoder_layer_diagram():
     ax.set_xlim(-1.6, 7.0)
     ax.set_ylim(-1.2, 7.6)
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# rotary position embeddings
+# ----------------------------------------------------------------------------------------------
+
+@figure("rotary", "rotary position embeddings: a pair rotated by position, and q·k depending only on "
+                  "the offset")
+def rotary():
+    import matplotlib.pyplot as plt
+
+    from .. import autograd as ag
+    from ..nn import functional as F
+
+    rng = np.random.default_rng(0)
+    D, L = 16, 24
+    q, k = rng.standard_normal(D), rng.standard_normal(D)
+    rot_q = F.apply_rotary_pos_emb(ag.tensor(np.tile(q, (L, 1)))).data  # (L, D): q at every position
+    rot_k = F.apply_rotary_pos_emb(ag.tensor(np.tile(k, (L, 1)))).data  # (L, D)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.3), constrained_layout=True)
+    for pair, color in ((0, "#e76f51"), (1, "#2a9d8f")):
+        xs, ys = rot_q[:10, 2 * pair], rot_q[:10, 2 * pair + 1]
+        axes[0].plot(xs, ys, marker="o", ms=4, color=color, label=f"pair {pair}: θ = {10000 ** (-2 * pair / D):.3g}")
+        for p in (0, 3, 9):
+            axes[0].annotate(f"p={p}", (xs[p], ys[p]), fontsize=7, color=color)
+    axes[0].set_aspect("equal")
+    axes[0].grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("the same q at positions p = 0..9: each pair turns by p·θ_i", fontsize=10)
+    scores = rot_q @ rot_k.T  # (L, L)
+    bound = np.abs(scores).max()
+    viz.heatmap(scores, [str(p) for p in range(L)], ax=axes[1], cmap="RdBu_r", vmin=-bound, vmax=bound,
+                xlabel="key position j", ylabel="query position p",
+                title="rope(q)_p · rope(k)_j: constant along diagonals")
+    offsets = np.arange(-L + 1, L)
+    spread = [np.ptp(np.diagonal(scores, offset=-o)) for o in offsets]
+    axes[2].plot(offsets, [np.diagonal(scores, offset=-o)[0] for o in offsets], color="#264653",
+                 label="score at offset p − j")
+    axes[2].plot(offsets, np.maximum(spread, 1e-18), color="#e76f51", label="spread along the diagonal")
+    axes[2].set_yscale("symlog", linthresh=1e-15)
+    axes[2].set_xlabel("offset p − j")
+    axes[2].grid(True, alpha=0.3)
+    axes[2].legend(fontsize=8)
+    axes[2].set_title("the score depends on p − j only (spread: round-off)", fontsize=10)
+    fig.suptitle(f"Rotary position embeddings (D = {D}): rotate q and k by their positions; "
+                 "their dot product then sees only the relative position", fontsize=10)
+    return fig

@@ -19,8 +19,8 @@ from ..kernels import erf
 __all__ = [
     "linear", "relu", "gelu", "erf", "softmax", "log_softmax", "layer_norm", "dropout",
     "embedding", "cross_entropy", "scaled_dot_product_attention", "attention_by_primitives",
-    "softmax_backward", "softmax_inplace", "check_tensor", "check_float", "check_qkv", "check_probability",
-    "check_scale",
+    "softmax_backward", "softmax_inplace", "check_tensor", "check_float", "check_qkv",
+    "check_probability", "check_scale", "apply_rotary_pos_emb",
 ]
 
 
@@ -474,3 +474,37 @@ def _axis(dim: int, ndim: int) -> int:
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimensions")
     return dim % max(ndim, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# rotary position embeddings
+# ----------------------------------------------------------------------------------------------
+
+def apply_rotary_pos_emb(input, positions=None, base: float = 10000.0) -> Tensor:
+    """Rotate each pair (x_2i, x_2i+1) of the token at position p by the angle p·θ_i (RoPE).
+
+    input (..., L, D) with D even, positions (L,) (default 0 .. L−1) -> (..., L, D).
+    θ_i = base^(−2i/D). In complex form z_i = x_2i + i·x_2i+1 becomes z_i·e^(i p θ_i), so
+    rope(q)_p · rope(k)_j = Re Σ_i z_i(q) conj(z_i(k)) e^(i (p − j) θ_i) depends on p − j only
+    (Su et al. 2021). Backward: the transposed rotation, by −p·θ_i.
+    """
+    x = check_float(input, "input", "apply_rotary_pos_emb")
+    if x.ndim < 2 or x.shape[-1] % 2:
+        raise ValueError(f"apply_rotary_pos_emb: input has shape {x.shape}; expected (..., L, D) "
+                         f"with an even D")
+    L, D = x.shape[-2], x.shape[-1]
+    pos = np.arange(L) if positions is None else np.asarray(positions)
+    if pos.shape != (L,):
+        raise ValueError(f"apply_rotary_pos_emb: positions has shape {pos.shape}; expected ({L},)")
+    theta = base ** (-np.arange(0, D, 2, dtype=np.float64) / D)  # (D/2,)
+    angles = pos.astype(np.float64)[:, None] * theta  # (L, D/2)
+    cos, sin = np.cos(angles).astype(x.dtype), np.sin(angles).astype(x.dtype)
+
+    def rotate(a, sign):
+        even, odd = a[..., 0::2], a[..., 1::2]  # (..., L, D/2) each
+        out = np.empty_like(a)
+        out[..., 0::2] = even * cos - sign * odd * sin
+        out[..., 1::2] = sign * even * sin + odd * cos
+        return out
+
+    return Tensor.from_op(rotate(x.data, 1.0), (x,), lambda g: (rotate(g, -1.0),), "rotary")
