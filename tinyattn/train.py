@@ -267,7 +267,7 @@ def main(argv=None) -> int:
 # translate: the encoder-decoder on dates (``python -m tinyattn.train --task translate``)
 # ----------------------------------------------------------------------------------------------
 
-TRANSLATE_STEPS = 1500
+TRANSLATE_STEPS = 1000
 
 
 @dataclass

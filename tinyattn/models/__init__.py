@@ -1,5 +1,5 @@
 """Small models built from ``tinyattn.nn``: the date translator (an encoder-decoder)."""
 
-from .translator import Translator
+from .translator import Translator, alignment_score, cross_attention_maps
 
-__all__ = ["Translator"]
+__all__ = ["Translator", "cross_attention_maps", "alignment_score"]

@@ -23,7 +23,7 @@ from ..autograd import Tensor, no_grad
 from ..efficient import KVCache
 from ..nn import functional as F
 
-__all__ = ["Translator"]
+__all__ = ["Translator", "cross_attention_maps", "alignment_score"]
 
 
 class Translator(nn.Module):
@@ -91,8 +91,12 @@ class Translator(nn.Module):
         return self.decode(tgt, memory, padding)
 
     # -- decoding ------------------------------------------------------------------------------
-    def greedy_decode(self, src, max_len: int = data.TARGET_LEN + 1, use_cache: bool = True):
+    def greedy_decode(self, src, max_len: int = data.TARGET_LEN + 1, use_cache: bool = True,
+                      stop_at_eos: bool = True):
         """Pick the most likely token at every step until EOS (then PAD) or ``max_len`` tokens.
+
+        ``stop_at_eos=False`` runs all ``max_len`` steps even when every row has finished (for
+        timing decoding at a fixed output length).
 
         src (N, S) -> (tokens (N, max_len) without BOS, PAD after EOS; logits (N, T, V) of the
         T ≤ max_len steps taken: decoding stops when every row has produced EOS).
@@ -111,7 +115,7 @@ class Translator(nn.Module):
                 choice = _allowed(logits, self).argmax(axis=-1)  # (N,)
                 tokens[:, t + 1] = np.where(done, self.pad, choice)
                 done |= choice == self.eos
-                if done.all():
+                if stop_at_eos and done.all():
                     break
         return tokens[:, 1:], np.stack(steps, axis=1)  # (N, max_len), (N, T, V)
 
@@ -255,3 +259,31 @@ def _layer_step(layer: nn.TransformerDecoderLayer, x: Tensor, cache: KVCache, k_
     x = layer.norm1(x + self_attention(x))
     x = layer.norm2(x + cross_attention(x))
     return layer.norm3(x + feed_forward(x))
+
+
+def cross_attention_maps(model: Translator, src, tgt) -> np.ndarray:
+    """The decoder's cross-attention weights under teacher forcing.
+
+    src (N, S) ids, tgt (N, T + 1) ids BOS … EOS -> (layers, N, H, T, S): row t is where the
+    decoder looks in the source while predicting tgt[:, t + 1]. Recorded in eval mode, no graph.
+    """
+    model.eval()
+    with no_grad(), nn.record_attention(model) as record:
+        model(src, np.asarray(tgt)[:, :-1])
+    return np.stack([w for n, w in zip(record.names, record.weights) if n.endswith("multihead_attn")])
+
+
+def alignment_score(maps: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """How much cross-attention falls on the source span each output character comes from.
+
+    maps (layers, N, H, T, S) from ``cross_attention_maps`` (T ≥ 10), spans (N, 10, 2) from a
+    ``data.DateSplit``. For each example and output character j with a span [a, b) (not the
+    dashes), the score is Σ_{a ≤ s < b} P[j, s]: 1 when the head looks only inside the span.
+    Returns the mean over examples and characters, (layers, H).
+    """
+    L, N, H, _, S = maps.shape
+    columns = np.arange(S)
+    inside = (columns >= spans[..., :1]) & (columns < spans[..., 1:])  # (N, 10, S)
+    has_span = spans[..., 1] > spans[..., 0]  # (N, 10)
+    mass = (maps[:, :, :, :spans.shape[1]] * inside[None, :, None]).sum(-1)  # (layers, N, H, 10)
+    return (mass * has_span[None, :, None]).sum(axis=(1, 3)) / has_span.sum()  # (layers, H)
