@@ -48,7 +48,7 @@ def output_labels(split: data.DateSplit, i: int) -> list:
 def padded_batch(n: int = 3):
     """A real batch of n test sources of different lengths, padded: (src ids (n, S), texts)."""
     _, _, _, test = committed()
-    picks = first_of_each_format(test, ("weekday_the_dth_of", "day_mon_yy", "us_slash"))[:n]
+    picks = first_of_each_format(test, ("month_day_year", "day_mon_yy", "us_slash"))[:n]
     texts = [test.sources[i] for i in picks]
     return data.encode_source(texts), texts, [test.targets[i] for i in picks]
 
@@ -98,7 +98,7 @@ def translation_cross_attention():
     maps = cross_attention_maps(model, test.src[:300], test.tgt[:300])  # (layers, 300, H, 11, S)
     scores = alignment_score(maps, test.spans[:300])  # (layers, H)
     layer = int(np.argmax(scores.mean(axis=1)))
-    fig, axes = plt.subplots(len(picks), 2, figsize=(13, 3.1 * len(picks)), constrained_layout=True,
+    fig, axes = plt.subplots(len(picks), 2, figsize=(13, 2.9 * len(picks)), constrained_layout=True,
                              gridspec_kw={"width_ratios": [1, 1]})
     for row, i in enumerate(picks):
         cols = list(test.sources[i])
@@ -111,6 +111,8 @@ def translation_cross_attention():
         viz.heatmap(learned, rows, cols, ax=axes[row, 1], colorbar=False, vmin=0, vmax=1,
                     title=f"decoder layer {layer}, mean of heads", xlabel="source character",
                     ylabel="output character")
+        for ax in axes[row]:
+            ax.set_aspect("auto")
     fig.suptitle(f"cross-attention of the trained translator (alignment score of layer {layer}: "
                  f"{scores[layer].mean():.2f} on 300 test dates)")
     return fig
