@@ -40,6 +40,11 @@ def example_maps(split: data.DateSplit, i: int, model=None) -> np.ndarray:
     return cross_attention_maps(model, split.src[i:i + 1, :n], split.tgt[i:i + 1])[:, 0]  # (layers, H, 11, n)
 
 
+def source_labels(text: str) -> list:
+    """Column labels for a source: its characters, with spaces drawn as ``␣``."""
+    return ["␣" if c == " " else c for c in text]
+
+
 def output_labels(split: data.DateSplit, i: int) -> list:
     """Row labels: the character each decoder position predicts (``</s>`` for the last)."""
     return list(split.targets[i]) + ["</s>"]
@@ -60,7 +65,7 @@ def translation_masks():
     src, texts, targets = padded_batch()
     b = int(np.argmin([len(t) for t in texts]))  # the most padded example
     S, T = src.shape[1], data.TARGET_LEN + 1
-    src_labels = [data.SRC_VOCAB[k] if k != data.PAD else "·" for k in src[b]]
+    src_labels = source_labels(texts[b]) + ["·"] * (S - len(texts[b]))  # "·" = padding
     tgt_in = ["<s>"] + list(targets[b])  # the decoder's input under teacher forcing
     pad = src[b] == data.PAD  # (S,) True = may NOT attend, as MultiheadAttention reads it
     masks = [("encoder self-attention\nsrc_key_padding_mask", np.broadcast_to(pad, (S, S)), src_labels, src_labels),
@@ -70,7 +75,8 @@ def translation_masks():
                              gridspec_kw={"width_ratios": [S, T, S]})
     for ax, (title, m, rows, cols) in zip(axes, masks):
         viz.mask_picture(m, rows, cols, title=title, polarity="block", ax=ax)
-    fig.suptitle(f"masks for {texts[b]!r} padded to {S} characters in a batch of {len(texts)}")
+    fig.suptitle(f"masks for {texts[b]!r} padded to {S} characters in a batch of {len(texts)} "
+                 f"(· = padding, ␣ = space)")
     return fig
 
 
@@ -101,7 +107,7 @@ def translation_cross_attention():
     fig, axes = plt.subplots(len(picks), 2, figsize=(13, 2.9 * len(picks)), constrained_layout=True,
                              gridspec_kw={"width_ratios": [1, 1]})
     for row, i in enumerate(picks):
-        cols = list(test.sources[i])
+        cols = source_labels(test.sources[i])
         rows = output_labels(test, i)
         known = np.vstack([data.alignment_matrix(test, i), np.zeros((1, len(cols)))])  # (11, n)
         learned = example_maps(test, i, model)[layer].mean(axis=0)  # (11, n)
