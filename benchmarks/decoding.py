@@ -40,7 +40,8 @@ def time_lengths(lengths, repeat: int) -> list:
     rows = []
     for length in lengths:
         progress(f"length {length}")
-        fns = {use: (lambda use=use: model.greedy_decode(test.src, length, use_cache=use, stop_at_eos=False))
+        fns = {use: (lambda use=use, length=length: model.greedy_decode(test.src, length, use_cache=use,
+                                                                        stop_at_eos=False))
                for use in (True, False)}
         t = interleaved_medians(fns, repeat=repeat)
         rows.append({"length": length, "cached_s": t[True], "uncached_s": t[False],

@@ -31,7 +31,7 @@ def test_decoder_layer_is_causal_in_the_target():
     tgt, memory = RNG.standard_normal((1, 4, 8)), RNG.standard_normal((1, 6, 8))
     changed = tgt.copy()
     changed[0, 2] += 1.0
-    mask = ta.nn.Transformer.generate_square_subsequent_mask(4, ta.float64)
+    mask = ta.nn.Transformer.generate_square_subsequent_mask(4, dtype=ta.float64)
     a, b = layer(tgt, memory, tgt_mask=mask).data, layer(changed, memory, tgt_mask=mask).data
     np.testing.assert_array_equal(a[0, :2], b[0, :2])
     assert np.abs(a[0, 2:] - b[0, 2:]).min() > 1e-6

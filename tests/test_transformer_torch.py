@@ -145,7 +145,7 @@ def test_three_layer_decoder_matches_torch(tgt_is_causal):
                                     norm=ta.nn.LayerNorm(E)).double()
     perturb(theirs)
     load_from_torch(ours, theirs)
-    kwargs = {"tgt_mask": ta.nn.Transformer.generate_square_subsequent_mask(T, ta.float64),
+    kwargs = {"tgt_mask": ta.nn.Transformer.generate_square_subsequent_mask(T, dtype=ta.float64),
               "tgt_key_padding_mask": PAD_T, "memory_key_padding_mask": PAD_S, "tgt_is_causal": tgt_is_causal}
     run_both(ours, theirs, [RNG.standard_normal((T, N, E)), RNG.standard_normal((S, N, E))], kwargs)
 
@@ -161,7 +161,8 @@ def test_transformer_matches_torch(norm_first, batch_first):
     load_from_torch(ours, theirs)
     src = RNG.standard_normal((N, S, E) if batch_first else (S, N, E))
     tgt = RNG.standard_normal((N, T, E) if batch_first else (T, N, E))
-    kwargs = {"src_mask": some_blocked((S, S)), "tgt_mask": ta.nn.Transformer.generate_square_subsequent_mask(T, ta.float64),
+    kwargs = {"src_mask": some_blocked((S, S)),
+              "tgt_mask": ta.nn.Transformer.generate_square_subsequent_mask(T, dtype=ta.float64),
               "memory_mask": some_blocked((T, S)), "src_key_padding_mask": PAD_S,
               "tgt_key_padding_mask": PAD_T, "memory_key_padding_mask": PAD_S}
     run_both(ours, theirs, [src, tgt], kwargs)
@@ -175,6 +176,9 @@ def test_generate_square_subsequent_mask_matches_torch_and_closed_form():
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(ours, torch.nn.Transformer.generate_square_subsequent_mask(4).numpy())
     np.testing.assert_array_equal(np.isneginf(ours), ta.nn.causal_mask(4))
+    ours64 = ta.nn.Transformer.generate_square_subsequent_mask(3, None, ta.float64)  # PyTorch's positional order
+    theirs64 = torch.nn.Transformer.generate_square_subsequent_mask(3, None, torch.float64)
+    assert ours64.dtype == np.float64 and np.array_equal(ours64, theirs64.numpy())
 
 
 def test_fully_masked_rows_give_zero_attention_not_nan():

@@ -54,7 +54,7 @@ def test_committed_checkpoint_is_small_float32_package_data(committed):
 
 
 def test_committed_checkpoint_translates_held_out_dates(committed):
-    model, config, log, test = committed
+    model, _, log, test = committed
     predictions = train.translate_predictions(model, test)
     exact = np.mean([p == t for p, t in zip(predictions, test.targets)])
     assert exact == pytest.approx(log["result"]["test_exact_match"], abs=2e-3)

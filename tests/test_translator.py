@@ -40,7 +40,7 @@ def test_cached_greedy_equals_recomputing_the_prefix(norm_first, tie_weights):
     np.testing.assert_array_equal(cached, plain)
     T = cached_logits.shape[1]
     assert cached_logits.shape == plain_logits.shape == (len(src), T, len(data.TGT_VOCAB)) and T >= 2
-    assert cached.shape == (len(src), 11) and np.all((cached[:, T:] == data.PAD))
+    assert cached.shape == (len(src), 11) and np.all(cached[:, T:] == data.PAD)
     np.testing.assert_allclose(cached_logits, plain_logits, rtol=0, atol=1e-9)
     # and both equal the teacher-forced forward on the decoded tokens, where a row is still alive
     tgt_in = np.concatenate([np.full((len(src), 1), data.BOS), cached[:, :T - 1]], axis=1)  # (N, T)
@@ -133,7 +133,7 @@ def test_clear_errors(random_model):
         random_model.encode(np.ones(5, np.int64))
     with pytest.raises(ValueError, match=r"holds ids in \[0, 99\]; expected \[0, 14\)"):
         random_model(sources(2), np.array([[0, 99]]))
-    memory, padding = random_model.encode(sources(2))
+    memory, _ = random_model.encode(sources(2))
     with pytest.raises(ValueError, match=r"memory has shape \(2, \d+, 8\) .* d_model is 16"):
         random_model.transformer.decoder(ta.zeros(2, 3, 16, dtype=np.float64), ta.zeros(2, memory.shape[1], 8, dtype=np.float64))
     with pytest.raises(ValueError, match=r"unknown source characters \['#', 'Z'\]"):

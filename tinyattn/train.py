@@ -320,7 +320,8 @@ def translate_predictions(model, split: data.DateSplit, beam_size: int = 1, leng
 
 def translate_exact_match(model, split: data.DateSplit, **kwargs) -> float:
     """Fraction of ``split`` whose decoded string equals the ISO date exactly."""
-    return float(np.mean([p == t for p, t in zip(translate_predictions(model, split, **kwargs), split.targets)]))
+    predictions = translate_predictions(model, split, **kwargs)
+    return float(np.mean([p == t for p, t in zip(predictions, split.targets)]))
 
 
 def teacher_forced_loss(model, src: np.ndarray, tgt: np.ndarray, label_smoothing: float = 0.0):
@@ -430,7 +431,8 @@ def main_translate(args) -> int:
     print(f"held-out exact match {result['test_exact_match']:.4f} on {config.n_test} test dates", flush=True)
     if args.save:
         save_translator(model, config, args.save)
-        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history}, indent=1)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
+                         indent=1)
         atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
         result["checkpoint"] = os.fspath(args.save)
     print(json.dumps(result), flush=True)

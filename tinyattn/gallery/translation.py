@@ -68,7 +68,8 @@ def translation_masks():
     src_labels = source_labels(texts[b]) + ["·"] * (S - len(texts[b]))  # "·" = padding
     tgt_in = ["<s>"] + list(targets[b])  # the decoder's input under teacher forcing
     pad = src[b] == data.PAD  # (S,) True = may NOT attend, as MultiheadAttention reads it
-    masks = [("encoder self-attention\nsrc_key_padding_mask", np.broadcast_to(pad, (S, S)), src_labels, src_labels),
+    masks = [("encoder self-attention\nsrc_key_padding_mask", np.broadcast_to(pad, (S, S)), src_labels,
+              src_labels),
              ("decoder self-attention\ntgt_mask (causal)", nn.causal_mask(T), tgt_in, tgt_in),
              ("cross-attention\nmemory_key_padding_mask", np.broadcast_to(pad, (T, S)), tgt_in, src_labels)]
     fig, axes = plt.subplots(1, 3, figsize=(17, 6.4), constrained_layout=True,

@@ -2,4 +2,4 @@
 
 from .translator import Translator, alignment_score, cross_attention_maps
 
-__all__ = ["Translator", "cross_attention_maps", "alignment_score"]
+__all__ = ["Translator", "alignment_score", "cross_attention_maps"]

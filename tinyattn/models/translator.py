@@ -23,7 +23,7 @@ from ..autograd import Tensor, no_grad
 from ..efficient import KVCache
 from ..nn import functional as F
 
-__all__ = ["Translator", "cross_attention_maps", "alignment_score"]
+__all__ = ["Translator", "alignment_score", "cross_attention_maps"]
 
 
 class Translator(nn.Module):
@@ -57,7 +57,8 @@ class Translator(nn.Module):
     def _ids(self, ids, name: str, vocab_size: int) -> np.ndarray:
         ids = np.asarray(ids)
         if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{name} has shape {ids.shape} and dtype {ids.dtype}; expected (N, length) integer ids")
+            raise ValueError(f"{name} has shape {ids.shape} and dtype {ids.dtype}; "
+                             f"expected (N, length) integer ids")
         if ids.shape[1] > self.max_len:
             raise ValueError(f"{name} has {ids.shape[1]} positions but the positional table has "
                              f"max_len {self.max_len}")
@@ -240,7 +241,8 @@ class _Stepper:
                 self.caches[i].append(cache.keys[index], cache.values[index])
 
 
-def _layer_step(layer: nn.TransformerDecoderLayer, x: Tensor, cache: KVCache, k_mem, v_mem, allowed) -> Tensor:
+def _layer_step(layer: nn.TransformerDecoderLayer, x: Tensor, cache: KVCache, k_mem, v_mem,
+                allowed) -> Tensor:
     """One decoder layer on the newest position x (B, 1, E), in eval mode (no dropout)."""
     def self_attention(h):
         keys, values = cache.append(_project(layer.self_attn, h, 1), _project(layer.self_attn, h, 2))
@@ -281,8 +283,7 @@ def alignment_score(maps: np.ndarray, spans: np.ndarray) -> np.ndarray:
     dashes), the score is Σ_{a ≤ s < b} P[j, s]: 1 when the head looks only inside the span.
     Returns the mean over examples and characters, (layers, H).
     """
-    L, N, H, _, S = maps.shape
-    columns = np.arange(S)
+    columns = np.arange(maps.shape[-1])  # (S,)
     inside = (columns >= spans[..., :1]) & (columns < spans[..., 1:])  # (N, 10, S)
     has_span = spans[..., 1] > spans[..., 0]  # (N, 10)
     mass = (maps[:, :, :, :spans.shape[1]] * inside[None, :, None]).sum(-1)  # (layers, N, H, 10)

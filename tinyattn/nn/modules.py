@@ -910,8 +910,13 @@ class Transformer(Module):
                             tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
 
     @staticmethod
-    def generate_square_subsequent_mask(sz: int, dtype=None) -> np.ndarray:
-        """The (sz, sz) float causal mask: −inf above the diagonal (may not attend), 0 elsewhere."""
+    def generate_square_subsequent_mask(sz: int, device=None, dtype=None) -> np.ndarray:
+        """The (sz, sz) float causal mask: −inf above the diagonal (may not attend), 0 elsewhere.
+
+        ``device`` is accepted for PyTorch's signature; tinyattn runs on the CPU only.
+        """
+        if device not in (None, "cpu"):
+            raise ValueError(f"tinyattn runs on the CPU; got device={device!r}")
         return np.triu(np.full((sz, sz), -np.inf, dtype or DEFAULT_DTYPE), k=1)
 
 
@@ -1012,4 +1017,5 @@ class CrossEntropyLoss(Module):
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
-        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+        return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+                f"label_smoothing={self.label_smoothing}")
