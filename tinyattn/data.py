@@ -31,6 +31,7 @@ appears in the training set.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,9 @@ import numpy as np
 __all__ = [
     "VOCAB", "SEP", "SLOT", "TASKS", "TaskSpec", "Split", "task_spec", "generate", "make_splits",
     "ideal_attention", "decode",
+    "SEQ2SEQ_TASKS", "SRC_VOCAB", "TGT_VOCAB", "PAD", "BOS", "EOS", "DATE_FORMATS", "FIRST_DATE",
+    "LAST_DATE", "TARGET_LEN", "DateSplit", "format_date", "date_splits", "encode_source",
+    "encode_target", "decode_target", "alignment_matrix",
 ]
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -194,3 +198,212 @@ def ideal_attention(task: str, tokens: np.ndarray) -> np.ndarray:
 def decode(ids) -> list:
     """Token ids -> their strings, e.g. ``[3, 10, 22]`` -> ``['3', 'a', 'a2']``."""
     return [VOCAB[int(i)] for i in np.asarray(ids).reshape(-1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# translate: human-written dates -> ISO dates, for an encoder-decoder
+# ----------------------------------------------------------------------------------------------
+#
+#     "sunday, the 29th of november 2026"  -> "2026-11-29"
+#     "29 nov 26"                          -> "2026-11-29"
+#     "november twenty-ninth, 2026"        -> "2026-11-29"
+#     "11/29/2026"                         -> "2026-11-29"
+#
+# Characters are the tokens on both sides. The source is padded with PAD; the target is
+# BOS y y y y - m m - d d EOS. Every output character comes from one known span of the source
+# (the year, the month or the day, wherever the format put it; the dashes come from nowhere):
+# that is the alignment the cross-attention pictures are compared with. The splits are disjoint
+# in the date itself, so a test date was never seen in any format during training.
+
+SEQ2SEQ_TASKS = ("translate",)
+PAD, BOS, EOS = 0, 1, 2
+SRC_VOCAB = ("<pad>",) + tuple(" ,-./0123456789abcdefghijklmnopqrstuvwxyz")
+TGT_VOCAB = ("<pad>", "<s>", "</s>") + tuple("0123456789-")
+TARGET_LEN = 10  # len("2026-11-29")
+FIRST_DATE, LAST_DATE = datetime.date(1950, 1, 1), datetime.date(2049, 12, 31)  # "yy": 50-99 -> 19yy
+_SRC_INDEX = {c: i for i, c in enumerate(SRC_VOCAB) if i != PAD}
+_TGT_INDEX = {c: i for i, c in enumerate(TGT_VOCAB) if i > EOS}
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+           "october", "november", "december")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+                  "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
+                  "seventeenth", "eighteenth", "nineteenth", "twentieth")
+_COMPONENT_OF_OUTPUT = ("year",) * 4 + (None,) + ("month",) * 2 + (None,) + ("day",) * 2
+
+
+def _ordinal_digits(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _ordinal_words(day: int) -> str:
+    if day < 20:
+        return _ORDINAL_WORDS[day - 1]
+    tens = "twenty" if day < 30 else "thirty"
+    if day % 10 == 0:
+        return tens[:-1] + "ieth"  # twentieth, thirtieth
+    return f"{tens}-{_ORDINAL_WORDS[day % 10 - 1]}"
+
+
+def _date_parts(d: datetime.date) -> dict:
+    """Every way a format may write a component of ``d``."""
+    return {
+        "yyyy": ("year", f"{d.year}"), "yy": ("year", f"{d.year % 100:02d}"),
+        "m": ("month", f"{d.month}"), "mm": ("month", f"{d.month:02d}"),
+        "month": ("month", _MONTHS[d.month - 1]), "mon": ("month", _MONTHS[d.month - 1][:3]),
+        "d": ("day", f"{d.day}"), "dd": ("day", f"{d.day:02d}"),
+        "dth": ("day", _ordinal_digits(d.day)), "dword": ("day", _ordinal_words(d.day)),
+        "weekday": (None, _WEEKDAYS[d.weekday()]), "wkd": (None, _WEEKDAYS[d.weekday()][:3]),
+    }
+
+
+# Each format: literal text with {fields} of _date_parts. US order uses "/", European ".".
+_FORMATS = {
+    "us_slash": "{m}/{d}/{yyyy}",
+    "eu_dots": "{dd}.{mm}.{yyyy}",
+    "day_mon_yy": "{d} {mon} {yy}",
+    "day_month_year": "{d} {month} {yyyy}",
+    "month_day_year": "{month} {d}, {yyyy}",
+    "mon_dth_year": "{mon} {dth}, {yyyy}",
+    "month_words": "{month} {dword}, {yyyy}",
+    "the_words_of_month": "the {dword} of {month} {yyyy}",
+    "weekday_the_dth_of": "{weekday}, the {dth} of {month} {yyyy}",
+    "wkd_day_mon_year": "{wkd} {d} {mon} {yyyy}",
+    "weekday_month_day": "{weekday}, {month} {d}, {yyyy}",
+}
+DATE_FORMATS = tuple(_FORMATS)
+
+
+def format_date(date: datetime.date, fmt: str):
+    """Write ``date`` in format ``fmt`` (one of DATE_FORMATS).
+
+    Returns (text, spans) where spans maps "year", "month", "day" to the [start, end) character
+    range of the source that holds it. Example: ``format_date(date(2026, 11, 29), "day_mon_yy")``
+    -> ``("29 nov 26", {"day": (0, 2), "month": (3, 6), "year": (7, 9)})``.
+    """
+    if fmt not in _FORMATS:
+        raise ValueError(f"unknown date format {fmt!r}; expected one of {', '.join(DATE_FORMATS)}")
+    parts = _date_parts(date)
+    text, spans, rest = "", {}, _FORMATS[fmt]
+    while rest:
+        literal, _, rest = rest.partition("{")
+        text += literal
+        if not rest:
+            break
+        field, _, rest = rest.partition("}")
+        component, written = parts[field]
+        if component is not None:
+            spans[component] = (len(text), len(text) + len(written))
+        text += written
+    return text, spans
+
+
+@dataclass(frozen=True)
+class DateSplit:
+    """Examples of the translate task.
+
+    ``dates`` (N,) ``datetime.date``; ``formats`` (N,) format names; ``sources`` / ``targets``
+    the strings; ``src`` (N, S) source ids padded with PAD; ``tgt`` (N, 12) target ids
+    BOS ... EOS; ``spans`` (N, 10, 2) the [start, end) source range of each output character
+    ((0, 0) for the dashes, which come from no source character).
+    """
+
+    dates: tuple
+    formats: tuple
+    sources: tuple
+    targets: tuple
+    src: np.ndarray
+    tgt: np.ndarray
+    spans: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+def encode_source(texts, length=None) -> np.ndarray:
+    """Source strings -> (N, length) ids padded with PAD (length: the longest by default).
+
+    Unknown characters raise a ``ValueError`` that lists them all, with the text they are in.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    unknown = sorted({c for t in texts for c in t if c not in _SRC_INDEX})
+    if unknown:
+        where = next(t for t in texts if any(c in unknown for c in t))
+        raise ValueError(f"unknown source characters {unknown} (e.g. in {where!r}); the source "
+                         f"vocabulary is lowercase letters, digits and {' ,-./'!r}")
+    longest = max((len(t) for t in texts), default=0)
+    length = longest if length is None else length
+    if longest > length:
+        raise ValueError(f"a source has {longest} characters but length is {length}")
+    ids = np.full((len(texts), length), PAD, np.int64)  # (N, S)
+    for i, t in enumerate(texts):
+        ids[i, :len(t)] = [_SRC_INDEX[c] for c in t]
+    return ids
+
+
+def encode_target(texts) -> np.ndarray:
+    """ISO strings -> (N, len + 2) ids: BOS, the characters, EOS (all strings of equal length)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    unknown = sorted({c for t in texts for c in t if c not in _TGT_INDEX})
+    if unknown or len({len(t) for t in texts}) > 1:
+        raise ValueError(f"targets must be equally long strings of digits and '-'; got unknown "
+                         f"characters {unknown} and lengths {sorted({len(t) for t in texts})}")
+    return np.array([[BOS] + [_TGT_INDEX[c] for c in t] + [EOS] for t in texts], np.int64)
+
+
+def decode_target(ids) -> str:
+    """Target ids -> the string between BOS and the first EOS (PAD dropped)."""
+    out = []
+    for i in np.asarray(ids).reshape(-1):
+        if i == EOS:
+            break
+        if i > EOS:
+            out.append(TGT_VOCAB[int(i)])
+    return "".join(out)
+
+
+def _examples(dates, rng: np.random.Generator):
+    formats = [DATE_FORMATS[i] for i in rng.integers(0, len(DATE_FORMATS), len(dates))]
+    written = [format_date(d, f) for d, f in zip(dates, formats)]
+    spans = np.zeros((len(dates), TARGET_LEN, 2), np.int64)  # (N, 10, 2)
+    for i, (_, where) in enumerate(written):
+        for j, component in enumerate(_COMPONENT_OF_OUTPUT):
+            if component is not None:
+                spans[i, j] = where[component]
+    sources = tuple(t for t, _ in written)
+    targets = tuple(d.isoformat() for d in dates)
+    return DateSplit(tuple(dates), tuple(formats), sources, targets, encode_source(sources),
+                     encode_target(targets), spans)
+
+
+def date_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, test_fraction: float = 0.1):
+    """(train, val, test) DateSplits with disjoint DATES, drawn with ``default_rng(seed)``.
+
+    The calendar days from FIRST_DATE to LAST_DATE (36,524, so never an invalid date) are
+    shuffled; ``test_fraction`` of them are test dates, as many again validation dates, the
+    rest training dates. Each example is a date from its pool in a format drawn uniformly.
+    Validation and test dates are distinct within their split; training dates may repeat.
+    """
+    if min(n_train, n_val, n_test) <= 0:
+        raise ValueError(f"split sizes must be positive, got {n_train}, {n_val}, {n_test}")
+    rng = np.random.default_rng([seed, 14])
+    days = (LAST_DATE - FIRST_DATE).days + 1
+    order = rng.permutation(days)
+    n_held = int(days * test_fraction)
+    if max(n_val, n_test) > n_held:
+        raise ValueError(f"at most {n_held} distinct validation/test dates, asked for {n_val} and {n_test}")
+    pools = (order[2 * n_held:], order[n_held:n_held + n_val], order[:n_test])
+    picks = (rng.choice(pools[0], n_train), pools[1], pools[2])
+    return tuple(_examples([FIRST_DATE + datetime.timedelta(days=int(k)) for k in pick], rng)
+                 for pick in picks)
+
+
+def alignment_matrix(split: DateSplit, i: int) -> np.ndarray:
+    """The known alignment of example i: (10, len(source)), row j spread uniformly over the
+    source span of output character j (a zero row for the dashes)."""
+    a = np.zeros((TARGET_LEN, len(split.sources[i])))  # (10, S_i)
+    for j, (start, end) in enumerate(split.spans[i]):
+        if end > start:
+            a[j, start:end] = 1.0 / (end - start)
+    return a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -100,21 +101,28 @@ def load(path) -> dict:
 
     Never unpickles. Every member's header is checked before its data is read: a file that is
     not an ``.npz`` archive, a truncated or corrupt one, or a member that is not a plain numeric
-    array is a ``ValueError`` naming the file (and the member).
+    array is a ``ValueError`` naming the file (and the member). ``path`` may also be an open
+    binary file.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        starts_like_zip = f.read(4) == b"PK\x03\x04"
-    if starts_like_zip and not zipfile.is_zipfile(path):
+    if hasattr(path, "read"):  # an open file: read it whole, then check it like any file
+        source, path = io.BytesIO(path.read()), getattr(path, "name", "<file object>")
+    else:
+        source = path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+    if isinstance(source, io.BytesIO):
+        starts_like_zip = source.getvalue()[:4] == b"PK\x03\x04"
+    else:
+        with open(source, "rb") as f:
+            starts_like_zip = f.read(4) == b"PK\x03\x04"
+    if starts_like_zip and not zipfile.is_zipfile(source):
         raise ValueError(f"{path}: truncated or corrupt .npz archive (its central directory is missing)")
     if not starts_like_zip:
         raise ValueError(f"{path}: not an .npz archive (tinyattn saves with ta.save; a single "
                          f".npy array or a text file is not a state_dict)")
     out = {}
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(source) as z:
             for info in z.infolist():
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 with z.open(info) as member:

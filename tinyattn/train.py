@@ -211,7 +211,7 @@ def _log_path(path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyattn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=data.TASKS)
+    parser.add_argument("--task", required=True, choices=data.TASKS + data.SEQ2SEQ_TASKS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps (default: {DEFAULT_STEPS})")
@@ -238,6 +238,8 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--save: {err}")
     set_num_threads(args.threads)
+    if args.task in data.SEQ2SEQ_TASKS:
+        return main_translate(args)
     config = Config(task=args.task, seed=args.seed, steps=args.steps,
                     positional=not args.no_positions, log_every=args.log_every)
     print(f"training on {config.task} for {config.total_steps()} steps (seed {config.seed})", flush=True)
@@ -246,6 +248,183 @@ def main(argv=None) -> int:
     if args.save:
         save_checkpoint(model, config, args.save)
         log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history}, indent=1)
+        atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
+        result["checkpoint"] = os.fspath(args.save)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+
+# ----------------------------------------------------------------------------------------------
+# translate: the encoder-decoder on dates (``python -m tinyattn.train --task translate``)
+# ----------------------------------------------------------------------------------------------
+
+TRANSLATE_STEPS = 1000
+
+
+@dataclass
+class TranslateConfig:
+    """Everything that determines a translate run (data, model, optimizer, seed)."""
+
+    task: str = "translate"
+    seed: int = 0
+    steps: int = TRANSLATE_STEPS
+    batch_size: int = 64
+    d_model: int = 64
+    nhead: int = 4
+    num_encoder_layers: int = 2
+    num_decoder_layers: int = 2
+    dim_feedforward: int = 128
+    tie_weights: bool = False
+    label_smoothing: float = 0.1
+    lr: float = 3e-3
+    warmup: int = 100
+    n_train: int = 50000
+    n_val: int = 200
+    n_test: int = 1000
+    log_every: int = 100
+
+
+def build_translator(config: TranslateConfig):
+    """A freshly initialized ``models.Translator`` for ``config`` (seeded with ``config.seed``)."""
+    from .models import Translator
+
+    autograd.manual_seed(config.seed)
+    return Translator(len(data.SRC_VOCAB), len(data.TGT_VOCAB), config.d_model, config.nhead,
+                      config.num_encoder_layers, config.num_decoder_layers, config.dim_feedforward,
+                      tie_weights=config.tie_weights)
+
+
+def translate_predictions(model, split: data.DateSplit, beam_size: int = 1, length_penalty: float = 0.0,
+                          batch_size: int = 500) -> list:
+    """The decoded ISO strings for every example of ``split`` (greedy, or beam search)."""
+    out = []
+    for start in range(0, len(split), batch_size):
+        src = split.src[start:start + batch_size]
+        src = src[:, :max(1, int((src != data.PAD).sum(axis=1).max()))]  # (n, S): drop all-PAD columns
+        if beam_size == 1:
+            tokens, _ = model.greedy_decode(src)
+        else:
+            tokens, _ = model.beam_search(src, beam_size, length_penalty)
+        out.extend(data.decode_target(row) for row in tokens)
+    return out
+
+
+def translate_exact_match(model, split: data.DateSplit, **kwargs) -> float:
+    """Fraction of ``split`` whose decoded string equals the ISO date exactly."""
+    predictions = translate_predictions(model, split, **kwargs)
+    return float(np.mean([p == t for p, t in zip(predictions, split.targets)]))
+
+
+def teacher_forced_loss(model, src: np.ndarray, tgt: np.ndarray, label_smoothing: float = 0.0):
+    """Cross-entropy of the target given its true prefix: returns (loss, logits (N, T, V)).
+
+    The decoder reads tgt[:, :-1] (BOS y_1 … y_{T−1}) and is scored on tgt[:, 1:] (y_1 … EOS);
+    PAD targets are ignored.
+    """
+    logits = model(src, tgt[:, :-1])  # (N, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1),
+                           ignore_index=data.PAD, label_smoothing=label_smoothing)
+    return loss, logits
+
+
+def train_translate(config: TranslateConfig, log=print):
+    """Train a Translator on dates; return (model, result dict, history list).
+
+    Each step draws ``batch_size`` training examples, trims the source to the longest one and
+    takes one AdamW step on the teacher-forced, label-smoothed cross-entropy (warm-up, then
+    cosine decay). Each log line reports the mean loss and next-character accuracy since the
+    previous line and the greedy exact match on the validation dates.
+    """
+    train_set, val_set, test_set = data.date_splits(config.n_train, config.n_val, config.n_test, config.seed)
+    model = build_translator(config)
+    opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
+    sched = optim.LambdaLR(opt, lambda s: lr_factor(s, config.warmup, config.steps))
+    batches = np.random.default_rng([config.seed, 2])
+    history, losses, hits, tokens_seen = [], [], [], 0
+    start = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        model.train()
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
+        src = train_set.src[idx]
+        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (B, S): the longest source
+        tgt = train_set.tgt[idx]  # (B, 12)
+        loss, logits = teacher_forced_loss(model, src, tgt, config.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        hits.append(float(np.mean(logits.data.argmax(axis=-1) == tgt[:, 1:])))
+        tokens_seen += src.size + tgt.size
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - start
+            val = translate_exact_match(model, val_set)
+            history.append({"step": step, "loss": float(np.mean(losses)), "accuracy": float(np.mean(hits)),
+                            "val_exact_match": val, "seconds": round(elapsed, 3)})
+            log(f"step {step:5d}/{config.steps}  loss {history[-1]['loss']:.4f}  "
+                f"char acc {history[-1]['accuracy']:.3f}  val exact {val:.3f}  {elapsed:6.1f}s  "
+                f"{tokens_seen / elapsed:,.0f} tokens/s")
+            losses, hits = [], []
+    train_seconds = time.perf_counter() - start
+    predictions = translate_predictions(model, test_set)
+    result = {
+        "task": "translate",
+        "test_exact_match": float(np.mean([p == t for p, t in zip(predictions, test_set.targets)])),
+        "test_char_accuracy": float(np.mean([a == b for p, t in zip(predictions, test_set.targets)
+                                             for a, b in zip(p.ljust(len(t)), t)])),
+        "val_exact_match": history[-1]["val_exact_match"], "steps": config.steps,
+        "seconds": round(time.perf_counter() - start, 2), "train_seconds": round(train_seconds, 2),
+        "params": model.num_parameters(), "seed": config.seed, "final_loss": history[-1]["loss"],
+        "n_test": len(test_set),
+    }
+    return model, result, history
+
+
+def translator_checkpoint_path():
+    """The committed seed-0 translate run: package data ``tinyattn/checkpoints/translate.npz``."""
+    from importlib import resources
+
+    return resources.files("tinyattn") / "checkpoints" / "translate.npz"
+
+
+def save_translator(model, config: TranslateConfig, path) -> None:
+    """Write the weights (float32) and the config (JSON in ``__config__``) to an ``.npz``."""
+    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
+    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
+    save(state, path)
+
+
+def load_translator(path=None):
+    """Rebuild a Translator saved by ``save_translator`` (default: the committed checkpoint).
+
+    Returns (model in eval mode, TranslateConfig, the training log dict from the ``.json``
+    beside it, or None when there is none).
+    """
+    path = translator_checkpoint_path() if path is None else path
+    path = Path(path) if isinstance(path, (str, os.PathLike)) else path  # or a package resource
+    with path.open("rb") as f:
+        state = load(f)
+    if "__config__" not in state:
+        raise KeyError(f"{path} has no __config__ entry; it was not written by save_translator")
+    config = TranslateConfig(**json.loads(state.pop("__config__").tobytes().decode()))
+    model = build_translator(config)
+    model.load_state_dict(state)
+    log_file = path.parent / (path.name.rsplit(".", 1)[0] + ".json")
+    log = json.loads(log_file.read_text()) if log_file.is_file() else None
+    return model.eval(), config, log
+
+
+def main_translate(args) -> int:
+    """The ``--task translate`` branch of ``main``."""
+    config = TranslateConfig(seed=args.seed, steps=args.steps or TRANSLATE_STEPS, log_every=args.log_every)
+    print(f"training the date translator for {config.steps} steps (seed {config.seed})", flush=True)
+    model, result, history = train_translate(config, log=lambda line: print(line, flush=True))
+    print(f"held-out exact match {result['test_exact_match']:.4f} on {config.n_test} test dates", flush=True)
+    if args.save:
+        save_translator(model, config, args.save)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
+                         indent=1)
         atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
         result["checkpoint"] = os.fspath(args.save)
     print(json.dumps(result), flush=True)

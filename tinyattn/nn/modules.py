@@ -19,7 +19,8 @@ from . import init
 __all__ = [
     "Parameter", "Module", "Linear", "LayerNorm", "Embedding", "Dropout", "ReLU", "GELU",
     "Identity", "Sequential", "ModuleList", "MultiheadAttention", "TransformerEncoderLayer",
-    "TransformerEncoder", "PositionalEncoding", "LearnedPositionalEncoding",
+    "TransformerEncoder", "TransformerDecoderLayer", "TransformerDecoder", "Transformer",
+    "CrossEntropyLoss", "PositionalEncoding", "LearnedPositionalEncoding",
     "record_attention", "AttentionRecord", "causal_mask", "sinusoidal_table", "merge_masks",
 ]
 
@@ -659,6 +660,22 @@ def causal_mask(L: int, S=None) -> np.ndarray:
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
+def _activation(activation):
+    """'relu' / 'gelu' / a callable -> the callable (as the Transformer layers accept it)."""
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation should be 'relu' or 'gelu' (or a callable), not {activation!r}")
+        return _ACTIVATIONS[activation]
+    if not callable(activation):
+        raise ValueError(f"activation should be 'relu', 'gelu' or a callable, got {activation!r}")
+    return activation
+
+
+def _feed_forward(layer, x):
+    """FF(x) = linear2(dropout(activation(linear1(x)))), shared by the encoder and decoder layers."""
+    return layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))  # (..., E) via (..., F)
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention and a feed-forward block, each with a residual connection and LayerNorm.
 
@@ -674,12 +691,7 @@ class TransformerEncoderLayer(Module):
         super().__init__()
         _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead,
                         dim_feedforward=dim_feedforward)
-        if isinstance(activation, str):
-            if activation not in _ACTIVATIONS:
-                raise ValueError(f"activation should be 'relu' or 'gelu' (or a callable), not {activation!r}")
-            activation = _ACTIVATIONS[activation]
-        elif not callable(activation):
-            raise ValueError(f"activation should be 'relu', 'gelu' or a callable, got {activation!r}")
+        activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
@@ -708,8 +720,7 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(x)
 
     def _ff_block(self, x):
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))  # (..., E) via (..., F)
-        return self.dropout2(x)
+        return self.dropout2(_feed_forward(self, x))
 
 
 class TransformerEncoder(Module):
@@ -734,6 +745,173 @@ class TransformerEncoder(Module):
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                       is_causal=bool(is_causal))
         return self.norm(x) if self.norm is not None else x
+
+
+# ----------------------------------------------------------------------------------------------
+# the Transformer decoder and the full encoder-decoder
+# ----------------------------------------------------------------------------------------------
+
+class TransformerDecoderLayer(Module):
+    """Masked self-attention, cross-attention to the encoder's memory, and a feed-forward block.
+
+    tgt (T, N, E) [(N, T, E) with batch_first, or (T, E) unbatched] and memory (S, N, E)
+    [(N, S, E), or (S, E)] -> same shape as tgt.
+    post-norm (default): x = norm1(x + SA(x)); x = norm2(x + CA(x, memory)); x = norm3(x + FF(x)).
+    pre-norm (norm_first=True): x = x + SA(norm1(x)); x = x + CA(norm2(x), memory);
+    x = x + FF(norm3(x)). CA takes its queries from x and its keys and values from memory.
+    Masks as in ``MultiheadAttention``: bool True = may NOT attend, float = added to the scores;
+    tgt_mask (T, T) or (N·nhead, T, T), memory_mask (T, S) or (N·nhead, T, S), key padding
+    masks (N, T) and (N, S).
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = False, bias: bool = True, dtype=None):
+        super().__init__()
+        activation = _activation(activation)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first, dtype=dtype)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                                 batch_first=batch_first, dtype=dtype)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
+        self.activation = activation
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal: bool = False,
+                memory_is_causal: bool = False):
+        x, memory = F.check_tensor(tgt, "tgt"), F.check_tensor(memory, "memory")
+        E = self.self_attn.embed_dim
+        if memory.shape[-1] != E or memory.ndim != x.ndim:
+            raise ValueError(f"memory has shape {memory.shape} but tgt has shape {x.shape} and "
+                             f"d_model is {E}; expected memory of the same rank as tgt, (..., {E})")
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+            x = x + self._mha_block(self.norm2(x), memory, memory_mask, memory_key_padding_mask,
+                                    memory_is_causal)
+            x = x + self._ff_block(self.norm3(x))
+        else:
+            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+            x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask,
+                                               memory_is_causal))
+            x = self.norm3(x + self._ff_block(x))
+        return x
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                           need_weights=False, is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+    def _mha_block(self, x, memory, attn_mask, key_padding_mask, is_causal):
+        x = self.multihead_attn(x, memory, memory, attn_mask=attn_mask,
+                                key_padding_mask=key_padding_mask, need_weights=False,
+                                is_causal=is_causal)[0]
+        return self.dropout2(x)
+
+    def _ff_block(self, x):
+        return self.dropout3(_feed_forward(self, x))
+
+
+class TransformerDecoder(Module):
+    """``num_layers`` deep copies of ``decoder_layer`` applied in order, then ``norm`` if given.
+
+    tgt (T, N, E) and memory (S, N, E) (batch-first or unbatched as the layer says) -> like tgt.
+    Every layer attends to the same ``memory``. ``tgt_is_causal`` is passed on as a hint (the
+    mask itself does the masking), as in the encoder. The copies start identical.
+    """
+
+    def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int, norm=None):
+        super().__init__()
+        _check_positive(TransformerDecoder, num_layers=num_layers)
+        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
+        self.num_layers = num_layers
+        self.norm = norm
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal: bool = False):
+        x = F.check_tensor(tgt, "tgt")
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=bool(tgt_is_causal), memory_is_causal=memory_is_causal)
+        return self.norm(x) if self.norm is not None else x
+
+
+class Transformer(Module):
+    """The encoder-decoder of Vaswani et al. (2017), as ``torch.nn.Transformer``.
+
+    src (S, N, E), tgt (T, N, E) [(N, S, E), (N, T, E) with batch_first; (S, E), (T, E)
+    unbatched] -> (T, N, E) like tgt. memory = encoder(src); output = decoder(tgt, memory).
+    Both stacks end with a LayerNorm (``encoder.norm``, ``decoder.norm``), and every weight
+    matrix is re-initialized with ``xavier_uniform_``, as in PyTorch. Masks as in
+    ``TransformerDecoderLayer``; src_mask (S, S), tgt_mask (T, T), memory_mask (T, S).
+    """
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", custom_encoder=None, custom_decoder=None,
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False,
+                 bias: bool = True, dtype=None):
+        super().__init__()
+        layer_args = (d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                      batch_first, norm_first, bias, dtype)
+        if custom_encoder is not None:
+            self.encoder = custom_encoder
+        else:
+            self.encoder = TransformerEncoder(
+                TransformerEncoderLayer(*layer_args), num_encoder_layers,
+                LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+        if custom_decoder is not None:
+            self.decoder = custom_decoder
+        else:
+            self.decoder = TransformerDecoder(
+                TransformerDecoderLayer(*layer_args), num_decoder_layers,
+                LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype))
+        self._reset_parameters()
+        self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
+
+    def _reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.ndim > 1:
+                init.xavier_uniform_(p)
+
+    def forward(self, src, tgt, src_mask=None, tgt_mask=None, memory_mask=None,
+                src_key_padding_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, src_is_causal=None, tgt_is_causal=None,
+                memory_is_causal: bool = False):
+        src, tgt = F.check_tensor(src, "src"), F.check_tensor(tgt, "tgt")
+        batch_axis = 0 if self.batch_first else 1
+        if src.ndim == 3 and (tgt.ndim != 3 or src.shape[batch_axis] != tgt.shape[batch_axis]):
+            raise ValueError(f"src has shape {src.shape} and tgt has shape {tgt.shape}: their batch "
+                             f"sizes (axis {batch_axis}, batch_first={self.batch_first}) must be equal")
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            raise ValueError(f"src has shape {src.shape} and tgt has shape {tgt.shape}; both must "
+                             f"end in d_model = {self.d_model}")
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
+                              is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask,
+                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+
+    @staticmethod
+    def generate_square_subsequent_mask(sz: int, device=None, dtype=None) -> np.ndarray:
+        """The (sz, sz) float causal mask: −inf above the diagonal (may not attend), 0 elsewhere.
+
+        ``device`` is accepted for PyTorch's signature; tinyattn runs on the CPU only.
+        """
+        if device not in (None, "cpu"):
+            raise ValueError(f"tinyattn runs on the CPU; got device={device!r}")
+        return np.triu(np.full((sz, sz), -np.inf, dtype or DEFAULT_DTYPE), k=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -802,3 +980,34 @@ class LearnedPositionalEncoding(Module):
             pe = pe.unsqueeze(1)  # (T, 1, E)
         return self.dropout(x + pe)
 
+
+# ----------------------------------------------------------------------------------------------
+# losses
+# ----------------------------------------------------------------------------------------------
+
+class CrossEntropyLoss(Module):
+    """``F.cross_entropy`` as a module, as ``torch.nn.CrossEntropyLoss``.
+
+    input (N, C) or (N, C, d1, ...) logits, target (N,) or (N, d1, ...) class indices -> a scalar
+    (or per-element losses with ``reduction="none"``). Targets equal to ``ignore_index`` (e.g.
+    padding) add nothing to the loss nor to the mean's denominator. ``weight`` (C,) is a buffer.
+    With label smoothing ε the target distribution is (1 − ε)·onehot + ε/C.
+    """
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.register_buffer("weight", None if weight is None else F.check_tensor(weight, "weight"))
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        return (f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+                f"label_smoothing={self.label_smoothing}")
