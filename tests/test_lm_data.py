@@ -58,31 +58,35 @@ def test_add_split_is_deterministic_per_seed():
     assert not np.array_equal(data.make_add_split(50, 4).test, data.make_add_split(50, 5).test)
 
 
-def test_induction_sequences_repeat_distinct_tokens_after_a_start_token():
-    seqs = data.induction_sequences(300, np.random.default_rng(0), half=12, tokens=16)
-    assert seqs.shape == (300, 25)
+def test_induction_sequences_repeat_distinct_tokens_at_a_varying_offset():
+    seqs, half = data.induction_sequences(500, np.random.default_rng(0))
+    assert seqs.shape == (500, 25) and half.shape == (500,)
     assert data.INDUCTION_BOS == 16 and np.all(seqs[:, 0] == 16)
-    np.testing.assert_array_equal(seqs[:, 1:13], seqs[:, 13:])
-    assert all(len(set(row[1:13])) == 12 for row in seqs)
-    assert seqs[:, 1:].max() == 15 and seqs[:, 1:].min() == 0
-    counts = np.bincount(seqs[:, 1:13].reshape(-1), minlength=16) / (300 * 12)
-    np.testing.assert_allclose(counts, 1 / 16, atol=0.02)  # every token equally likely
+    assert set(half.tolist()) == {8, 9, 10, 11, 12}
+    for row, h in zip(seqs, half):
+        np.testing.assert_array_equal(row[25 - h:], row[25 - 2 * h:25 - h])  # the second copy
+        assert len(set(row[1:25 - h])) == 24 - h  # distractors and the first copy: all distinct
+    counts = np.bincount(seqs[:, 1:].reshape(-1), minlength=16) / (500 * 24)
+    np.testing.assert_allclose(counts, 1 / 16, atol=0.01)  # every token equally likely
 
 
 def test_the_repeat_positions_are_where_the_next_token_follows_an_earlier_copy():
-    half = 5
-    seq = data.induction_sequences(1, np.random.default_rng(2), half=half, tokens=9)[0]
-    positions = data.induction_repeat_positions(half)
-    np.testing.assert_array_equal(positions, [6, 7, 8, 9])
-    for t in positions:
-        earlier = np.flatnonzero(seq[:t] == seq[t])  # the previous occurrence of the current token
-        assert len(earlier) == 1 and seq[earlier[0] + 1] == seq[t + 1]
-    assert not np.any(seq[:half] == seq[half])  # at t = half nothing announces the next token
+    seqs, half = data.induction_sequences(50, np.random.default_rng(2))
+    first, repeat = data.induction_positions(half)
+    assert first.shape == repeat.shape == (50, 24)
+    np.testing.assert_array_equal(repeat.sum(1), half - 1)
+    np.testing.assert_array_equal(first.sum(1), 24 - half)
+    for row, h, f, r in zip(seqs, half, first, repeat):
+        for t in np.flatnonzero(r):
+            earlier = np.flatnonzero(row[:t] == row[t])  # the previous occurrence of the current token
+            assert len(earlier) == 1 and earlier[0] == t - h and row[earlier[0] + 1] == row[t + 1]
+        for t in np.flatnonzero(f):
+            assert row[t + 1] not in row[:t + 1]  # nothing earlier announces the next token
+        assert not f[24 - h] and not r[24 - h]  # the start of the copy is in neither
 
 
 def test_induction_test_set_is_distinct_and_seeded():
-    test = data.make_induction_test(200, seed=0)
-    assert len(np.unique(test, axis=0)) == 200
-    np.testing.assert_array_equal(test, data.make_induction_test(200, seed=0))
-    with pytest.raises(ValueError, match=r"half must be in 1\.\.16"):
-        data.induction_sequences(2, np.random.default_rng(0), half=17)
+    test, half = data.make_induction_test(200, seed=0)
+    assert len(np.unique(test, axis=0)) == 200 and half.shape == (200,)
+    again, _ = data.make_induction_test(200, seed=0)
+    np.testing.assert_array_equal(test, again)

@@ -206,10 +206,14 @@ def decode(ids) -> list:
 #   add        "357+486=0843": two zero-padded 3-digit operands, then the 4-digit sum; the
 #              model generates the 4 answer digits after "=". Held-out problems are never
 #              trained on, in either order (a+b and b+a).
-#   induction  "^ 7 2 9 4 . . . 7 2 9 4 . . .": a start token, n distinct random tokens, then
-#              the same n tokens again. The first half is unpredictable; the second half can
-#              be copied from the first, by finding the previous occurrence of the current
-#              token and reading the token after it (an induction head).
+#   induction  "^ 5 0 7 2 9 4 . . . 7 2 9 4 . . .": a start token, k distractors, h distinct
+#              random tokens, then the same h tokens again (h = 8..12, k = 24 − 2h). The first
+#              copy is unpredictable; the second can be copied from the first, by finding the
+#              previous occurrence of the current token and reading the token after it (an
+#              induction head). The copy's offset h changes from row to row: with one fixed
+#              offset a head could find the copy by position alone, and in our runs a 2-layer
+#              model did so (accuracy 1.0 on the repeat with no head attending like an
+#              induction head), which is not the mechanism this task is meant to show.
 
 LM_TASKS = ("add", "induction")
 
@@ -222,14 +226,13 @@ ADD_SEQ_LEN = 2 * ADD_DIGITS + 2 + ADD_ANSWER_LEN  # "357+486=0843": 12 tokens
 INDUCTION_TOKENS = 16  # random tokens 0..15
 INDUCTION_BOS = INDUCTION_TOKENS  # the start token "^", id 16
 INDUCTION_VOCAB_SIZE = INDUCTION_TOKENS + 1
-INDUCTION_HALF = 12  # n: length of the random half
-INDUCTION_SEQ_LEN = 1 + 2 * INDUCTION_HALF  # 25 tokens
+INDUCTION_SEQ_LEN = 25  # "^", k distractors, two copies of h tokens: 1 + k + 2h = 25
+INDUCTION_HALVES = (8, 9, 10, 11, 12)  # h, the length of the repeated segment
 
 __all__ += ["LM_TASKS", "ADD_VOCAB", "ADD_DIGITS", "ADD_SEQ_LEN", "ADD_ANSWER_LEN",
             "add_sequences", "add_text", "parse_add", "sample_add_pairs", "AddSplit", "make_add_split",
-            "INDUCTION_TOKENS", "INDUCTION_BOS", "INDUCTION_VOCAB_SIZE", "INDUCTION_HALF",
-            "INDUCTION_SEQ_LEN", "induction_sequences", "make_induction_test",
-            "induction_repeat_positions"]
+            "INDUCTION_TOKENS", "INDUCTION_BOS", "INDUCTION_VOCAB_SIZE", "INDUCTION_HALVES",
+            "INDUCTION_SEQ_LEN", "induction_sequences", "make_induction_test", "induction_positions"]
 
 
 def add_sequences(a, b) -> np.ndarray:
@@ -307,36 +310,44 @@ def sample_add_pairs(n: int, rng: np.random.Generator, held_out: np.ndarray = No
     return a, b
 
 
-def induction_sequences(n: int, rng: np.random.Generator, half: int = INDUCTION_HALF,
-                        tokens: int = INDUCTION_TOKENS) -> np.ndarray:
-    """``n`` sequences "^ x_1..x_half x_1..x_half": (n, 1 + 2·half) int64.
+def induction_sequences(n: int, rng: np.random.Generator):
+    """``n`` sequences "^ d_1..d_k x_1..x_h x_1..x_h" of INDUCTION_SEQ_LEN tokens, and their h.
 
-    x_1..x_half are distinct tokens drawn uniformly from 0..tokens−1, so every token of the
-    second half has exactly one earlier occurrence; "^" is ``tokens`` (the start token).
+    Returns (seqs (n, 25) int64, half (n,) int64). Each row draws its half length h from
+    INDUCTION_HALVES; k = 24 − 2h distractor tokens come first, so the copy sits at a different
+    offset in every row. All of d and x are distinct tokens of 0..15, so each token of the
+    second copy has exactly one earlier occurrence; "^" is INDUCTION_BOS.
     """
-    if not 0 < half <= tokens:
-        raise ValueError(f"half must be in 1..{tokens} (the tokens of a half are distinct), got {half}")
-    first = np.argsort(rng.random((n, tokens)), axis=1)[:, :half]  # (n, half) distinct tokens
-    bos = np.full((n, 1), tokens)
-    return np.concatenate([bos, first, first], axis=1).astype(np.int64)  # (n, 1 + 2·half)
+    T, V = INDUCTION_SEQ_LEN, INDUCTION_TOKENS
+    half = rng.choice(INDUCTION_HALVES, n)  # (n,)
+    perm = np.argsort(rng.random((n, V)), axis=1)  # (n, V): distinct tokens per row
+    seqs = np.empty((n, T), np.int64)
+    seqs[:, 0] = INDUCTION_BOS
+    for i, h in enumerate(half):
+        k = T - 1 - 2 * h
+        seqs[i, 1:1 + k + h] = perm[i, :k + h]  # distractors, then the first copy
+        seqs[i, 1 + k + h:] = perm[i, k:k + h]  # the second copy
+    return seqs, half.astype(np.int64)
 
 
-def induction_repeat_positions(half: int = INDUCTION_HALF) -> np.ndarray:
-    """Positions t whose next token an induction head can copy: t = half+1 .. 2·half−1.
+def induction_positions(half) -> tuple:
+    """Masks over the T − 1 = 24 input positions t (each predicts token t + 1), (n, 24) each.
 
-    At t the current token x_{t−half} occurred before at t − half, and the next token sits right
-    after that occurrence, at t − half + 1. (At t = half the next token is the first repeated one,
-    which no earlier token announces.)
+    ``first``: t = 0 .. T−h−2, predicting a distractor or a token of the first copy
+    (unpredictable). ``repeat``: t = T−h .. T−2, where the current token is in the second copy
+    and the next token sits right after its earlier occurrence (at t − h + 1): what an
+    induction head can copy. (At t = T−h−1 the next token starts the copy; nothing announces it.)
     """
-    return np.arange(half + 1, 2 * half)
+    t = np.arange(INDUCTION_SEQ_LEN - 1)[None, :]  # (1, 24)
+    start = INDUCTION_SEQ_LEN - np.asarray(half)[:, None]  # (n, 1): first position of the copy
+    return t <= start - 2, t >= start
 
 
-def make_induction_test(n: int, seed: int = 0, half: int = INDUCTION_HALF,
-                        tokens: int = INDUCTION_TOKENS) -> np.ndarray:
-    """``n`` distinct held-out sequences drawn with ``default_rng([seed, 3])``, (n, 1 + 2·half)."""
-    rng = np.random.default_rng([seed, 3])
-    seqs = induction_sequences(2 * n, rng, half, tokens)
+def make_induction_test(n: int, seed: int = 0):
+    """``n`` distinct held-out sequences drawn with ``default_rng([seed, 3])``: (seqs, half)."""
+    seqs, half = induction_sequences(2 * n, np.random.default_rng([seed, 3]))
     _, first = np.unique(seqs, axis=0, return_index=True)
     if len(first) < n:
-        raise RuntimeError(f"could not draw {n} distinct induction sequences of half {half}")
-    return seqs[np.sort(first)[:n]]
+        raise RuntimeError(f"could not draw {n} distinct induction sequences")
+    keep = np.sort(first)[:n]
+    return seqs[keep], half[keep]

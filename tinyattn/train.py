@@ -268,10 +268,10 @@ def main(argv=None) -> int:
 # ----------------------------------------------------------------------------------------------
 
 LM_DEFAULTS = {
-    "add": dict(steps=3000, batch_size=64, d_model=64, num_heads=4, num_layers=2, mlp=True,
+    "add": dict(steps=2500, batch_size=64, d_model=64, num_heads=4, num_layers=2, mlp=True,
                 lr=3e-3, warmup=100, log_every=100, probe_every=0, n_test=2000),
-    "induction": dict(steps=1500, batch_size=32, d_model=32, num_heads=2, num_layers=2,
-                      mlp=False, lr=3e-3, warmup=50, log_every=50, probe_every=25, n_test=500),
+    "induction": dict(steps=1200, batch_size=64, d_model=64, num_heads=2, num_layers=2,
+                      mlp=False, lr=1e-3, warmup=50, log_every=50, probe_every=20, n_test=500),
 }
 
 
@@ -310,7 +310,7 @@ def build_gpt(config: LMConfig):
     if config.task == "add":
         vocab, block = len(data.ADD_VOCAB), data.ADD_SEQ_LEN
     else:
-        vocab, block = data.INDUCTION_VOCAB_SIZE, data.INDUCTION_SEQ_LEN
+        vocab, block = data.INDUCTION_VOCAB_SIZE, data.INDUCTION_SEQ_LEN - 1
     return GPT(vocab, block, d_model=config.d_model, num_heads=config.num_heads,
                num_layers=config.num_layers, mlp=config.mlp)
 
@@ -337,18 +337,21 @@ def next_token_losses(model, seqs: np.ndarray):
     return losses.reshape(B, T), logits
 
 
-def induction_scores(maps: np.ndarray, half: int = data.INDUCTION_HALF):
+def induction_scores(maps: np.ndarray, half) -> tuple:
     """Per-head (previous-token score, induction score) from maps (layers, B, H, T, T).
 
-    previous-token: the mean weight from position t to t − 1, over t = 1 .. T−1.
-    induction: the mean weight from a repeated token at t (t = half+1 .. T−1) to t − half + 1,
-    the position right after the token's previous occurrence. Each (layers, H), in [0, 1].
+    ``maps`` are taken on the T = 24 input positions of induction rows whose copies have
+    length ``half`` (B,). previous-token: the mean weight from position t to t − 1, over
+    t = 1 .. T−1. induction: the mean weight from each position t of the repeat (the
+    ``repeat`` mask of ``data.induction_positions``) to t − h + 1, the position right after the
+    current token's previous occurrence. Each (layers, H), in [0, 1].
     """
     T = maps.shape[-1]
     t = np.arange(1, T)
     prev = maps[..., t, t - 1].mean(axis=(1, 3))  # (layers, H)
-    r = np.arange(half + 1, T)
-    induction = maps[..., r, r - half + 1].mean(axis=(1, 3))  # (layers, H)
+    rows, queries = np.nonzero(data.induction_positions(half)[1])  # (R,), (R,)
+    keys = queries - np.asarray(half)[rows] + 1  # (R,)
+    induction = maps[:, rows, :, queries, keys].mean(axis=0)  # (R, layers, H) -> (layers, H)
     return prev, induction
 
 
@@ -394,36 +397,35 @@ def sample_add_pairs_for(config: LMConfig, rng, split):
 
 
 def _train_induction(config: LMConfig, model, opt, sched, log):
-    """Next-token loss on every position of fresh sequences; per step the loss of each half,
-    every ``probe_every`` steps the per-head scores on held-out sequences."""
-    half = data.INDUCTION_HALF
-    test = data.make_induction_test(config.n_test, config.seed)
+    """Next-token loss on every position of fresh sequences; per step the loss on the first
+    copy and on the repeat, every ``probe_every`` steps the per-head scores on held-out rows."""
+    test, test_half = data.make_induction_test(config.n_test, config.seed)
     held_out = {row.tobytes() for row in test}
-    probe = test[:64]  # (64, T + 1)
+    probe, probe_half = test[:64], test_half[:64]  # (64, T)
     rng = np.random.default_rng([config.seed, 1])
-    first, repeat = np.arange(half), data.induction_repeat_positions(half)
     curve = {"step": [], "loss": [], "loss_first": [], "loss_repeat": []}
     probes, history = [], []
     start = time.perf_counter()
 
     def probe_scores(step):
         model.eval()
-        prev, ind = induction_scores(model.attention_maps(probe), half)  # (layers, H) each
+        prev, ind = induction_scores(model.attention_maps(probe[:, :-1]), probe_half)  # (layers, H) each
         model.train()
         probes.append({"step": step, "previous_token": np.round(prev, 4).tolist(),
                        "induction": np.round(ind, 4).tolist()})
 
     probe_scores(0)
     for step in range(1, config.steps + 1):
-        seqs = data.induction_sequences(config.batch_size, rng)  # (B, T + 1)
+        seqs, half = data.induction_sequences(config.batch_size, rng)  # (B, T), (B,)
         keep = [i for i, row in enumerate(seqs) if row.tobytes() not in held_out]
-        per_token, _ = next_token_losses(model, seqs[keep])  # (B, T)
+        first, repeat = data.induction_positions(half[keep])  # (B, T − 1) masks
+        per_token, _ = next_token_losses(model, seqs[keep])  # (B, T − 1)
         loss = per_token.mean()
         _lm_step(model, opt, sched, loss)
         curve["step"].append(step)
         curve["loss"].append(round(loss.item(), 5))
-        curve["loss_first"].append(round(float(per_token.data[:, first].mean()), 5))
-        curve["loss_repeat"].append(round(float(per_token.data[:, repeat].mean()), 5))
+        curve["loss_first"].append(round(float(per_token.data[first].mean()), 5))
+        curve["loss_repeat"].append(round(float(per_token.data[repeat].mean()), 5))
         if config.probe_every and step % config.probe_every == 0:
             probe_scores(step)
         if step % config.log_every == 0 or step == config.steps:
@@ -432,16 +434,17 @@ def _train_induction(config: LMConfig, model, opt, sched, log):
             history.append({"step": step, "loss_first": round(float(np.mean(curve["loss_first"][recent])), 4),
                             "loss_repeat": round(float(np.mean(curve["loss_repeat"][recent])), 4),
                             "seconds": round(elapsed, 2)})
-            log(f"step {step:5d}/{config.steps}  loss first half {history[-1]['loss_first']:.3f}  "
-                f"repeated half {history[-1]['loss_repeat']:.3f}  {elapsed:6.1f}s")
+            log(f"step {step:5d}/{config.steps}  loss first copy {history[-1]['loss_first']:.3f}  "
+                f"repeat {history[-1]['loss_repeat']:.3f}  {elapsed:6.1f}s")
     train_seconds = time.perf_counter() - start
     model.eval()
     with autograd.no_grad():
-        per_token, logits = next_token_losses(model, test)  # (n, T)
-    correct = logits.data[:, repeat].argmax(-1) == test[:, 1:][:, repeat]  # (n, R)
-    result = {"in_context_accuracy": float(correct.mean()), "n_test": int(len(test)),
-              "test_loss_first": float(per_token.data[:, first].mean()),
-              "test_loss_repeat": float(per_token.data[:, repeat].mean()),
+        per_token, logits = next_token_losses(model, test)  # (n, T − 1)
+    first, repeat = data.induction_positions(test_half)
+    correct = logits.data.argmax(-1) == test[:, 1:]  # (n, T − 1)
+    result = {"in_context_accuracy": float(correct[repeat].mean()), "n_test": int(len(test)),
+              "test_loss_first": float(per_token.data[first].mean()),
+              "test_loss_repeat": float(per_token.data[repeat].mean()),
               "chance_loss": math.log(data.INDUCTION_TOKENS), "train_seconds": round(train_seconds, 2)}
     return result, {"log": history, "curve": curve, "probes": probes}
 
