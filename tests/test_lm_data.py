@@ -58,35 +58,35 @@ def test_add_split_is_deterministic_per_seed():
     assert not np.array_equal(data.make_add_split(50, 4).test, data.make_add_split(50, 5).test)
 
 
-def test_induction_sequences_repeat_distinct_tokens_at_a_varying_offset():
-    seqs, half = data.induction_sequences(500, np.random.default_rng(0))
-    assert seqs.shape == (500, 25) and half.shape == (500,)
+def test_induction_sequences_copy_a_run_of_distinct_tokens_from_a_random_start():
+    seqs, offset = data.induction_sequences(500, np.random.default_rng(0))
+    assert seqs.shape == (500, 25) and offset.shape == (500,)
     assert data.INDUCTION_BOS == 16 and np.all(seqs[:, 0] == 16)
-    assert set(half.tolist()) == {8, 9, 10, 11, 12}
-    for row, h in zip(seqs, half):
-        np.testing.assert_array_equal(row[25 - h:], row[25 - 2 * h:25 - h])  # the second copy
-        assert len(set(row[1:25 - h])) == 24 - h  # distractors and the first copy: all distinct
-    counts = np.bincount(seqs[:, 1:].reshape(-1), minlength=16) / (500 * 24)
+    assert set(offset.tolist()) == {10, 11, 12, 13, 14}
+    for row, o in zip(seqs, offset):
+        assert len(set(row[1:15])) == 14  # the first part: distinct tokens
+        np.testing.assert_array_equal(row[15:], row[15 - o:25 - o])  # the copy, o positions later
+    counts = np.bincount(seqs[:, 1:15].reshape(-1), minlength=16) / (500 * 14)
     np.testing.assert_allclose(counts, 1 / 16, atol=0.01)  # every token equally likely
 
 
 def test_the_repeat_positions_are_where_the_next_token_follows_an_earlier_copy():
-    seqs, half = data.induction_sequences(50, np.random.default_rng(2))
-    first, repeat = data.induction_positions(half)
-    assert first.shape == repeat.shape == (50, 24)
-    np.testing.assert_array_equal(repeat.sum(1), half - 1)
-    np.testing.assert_array_equal(first.sum(1), 24 - half)
-    for row, h, f, r in zip(seqs, half, first, repeat):
-        for t in np.flatnonzero(r):
+    seqs, offset = data.induction_sequences(50, np.random.default_rng(2))
+    first, repeat = data.induction_positions()
+    np.testing.assert_array_equal(np.flatnonzero(first), np.arange(14))
+    np.testing.assert_array_equal(np.flatnonzero(repeat), np.arange(15, 24))
+    for row, o in zip(seqs, offset):
+        for t in np.flatnonzero(repeat):
             earlier = np.flatnonzero(row[:t] == row[t])  # the previous occurrence of the current token
-            assert len(earlier) == 1 and earlier[0] == t - h and row[earlier[0] + 1] == row[t + 1]
-        for t in np.flatnonzero(f):
+            assert len(earlier) == 1 and earlier[0] == t - o and row[earlier[0] + 1] == row[t + 1]
+        for t in np.flatnonzero(first):
             assert row[t + 1] not in row[:t + 1]  # nothing earlier announces the next token
-        assert not f[24 - h] and not r[24 - h]  # the start of the copy is in neither
+    starts = seqs[:, 15]  # the token at t = 14's target: where the copy starts varies
+    assert len({int(np.flatnonzero(r[:15] == s)[0]) for r, s in zip(seqs, starts)}) == 5
 
 
 def test_induction_test_set_is_distinct_and_seeded():
-    test, half = data.make_induction_test(200, seed=0)
-    assert len(np.unique(test, axis=0)) == 200 and half.shape == (200,)
+    test, offset = data.make_induction_test(200, seed=0)
+    assert len(np.unique(test, axis=0)) == 200 and offset.shape == (200,)
     again, _ = data.make_induction_test(200, seed=0)
     np.testing.assert_array_equal(test, again)

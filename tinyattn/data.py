@@ -206,14 +206,17 @@ def decode(ids) -> list:
 #   add        "357+486=0843": two zero-padded 3-digit operands, then the 4-digit sum; the
 #              model generates the 4 answer digits after "=". Held-out problems are never
 #              trained on, in either order (a+b and b+a).
-#   induction  "^ 5 0 7 2 9 4 . . . 7 2 9 4 . . .": a start token, k distractors, h distinct
-#              random tokens, then the same h tokens again (h = 8..12, k = 24 − 2h). The first
-#              copy is unpredictable; the second can be copied from the first, by finding the
-#              previous occurrence of the current token and reading the token after it (an
-#              induction head). The copy's offset h changes from row to row: with one fixed
-#              offset a head could find the copy by position alone, and in our runs a 2-layer
-#              model did so (accuracy 1.0 on the repeat with no head attending like an
-#              induction head), which is not the mechanism this task is meant to show.
+#   induction  "^ 5 0 7 2 9 4 . . . 2 9 4 . . .": a start token, 14 distinct random tokens,
+#              then a copy of 10 consecutive ones of them, starting at a random place. The first
+#              part is unpredictable; the copy can be predicted by finding the previous
+#              occurrence of the current token and reading the token after it (an induction
+#              head). Two simpler layouts let a 2-layer model cheat, and in our runs it did:
+#              with the second half repeating the whole first half at a fixed offset, it
+#              reached accuracy 1.0 with no head attending like an induction head (distinct
+#              tokens allow "predict the earliest token not yet repeated"); with a varying
+#              offset but still the whole first half, it reached about 0.8 in 2000 steps,
+#              again with no head scoring above 0.1 as an induction head. A copy that starts at
+#              a random place defeats both shortcuts.
 
 LM_TASKS = ("add", "induction")
 
@@ -226,12 +229,13 @@ ADD_SEQ_LEN = 2 * ADD_DIGITS + 2 + ADD_ANSWER_LEN  # "357+486=0843": 12 tokens
 INDUCTION_TOKENS = 16  # random tokens 0..15
 INDUCTION_BOS = INDUCTION_TOKENS  # the start token "^", id 16
 INDUCTION_VOCAB_SIZE = INDUCTION_TOKENS + 1
-INDUCTION_SEQ_LEN = 25  # "^", k distractors, two copies of h tokens: 1 + k + 2h = 25
-INDUCTION_HALVES = (8, 9, 10, 11, 12)  # h, the length of the repeated segment
+INDUCTION_FIRST = 14  # distinct random tokens after "^"
+INDUCTION_COPY = 10  # then a copy of 10 consecutive ones, starting at a random place
+INDUCTION_SEQ_LEN = 1 + INDUCTION_FIRST + INDUCTION_COPY  # 25 tokens
 
 __all__ += ["LM_TASKS", "ADD_VOCAB", "ADD_DIGITS", "ADD_SEQ_LEN", "ADD_ANSWER_LEN",
             "add_sequences", "add_text", "parse_add", "sample_add_pairs", "AddSplit", "make_add_split",
-            "INDUCTION_TOKENS", "INDUCTION_BOS", "INDUCTION_VOCAB_SIZE", "INDUCTION_HALVES",
+            "INDUCTION_TOKENS", "INDUCTION_BOS", "INDUCTION_VOCAB_SIZE", "INDUCTION_FIRST", "INDUCTION_COPY",
             "INDUCTION_SEQ_LEN", "induction_sequences", "make_induction_test", "induction_positions"]
 
 
@@ -311,43 +315,39 @@ def sample_add_pairs(n: int, rng: np.random.Generator, held_out: np.ndarray = No
 
 
 def induction_sequences(n: int, rng: np.random.Generator):
-    """``n`` sequences "^ d_1..d_k x_1..x_h x_1..x_h" of INDUCTION_SEQ_LEN tokens, and their h.
+    """``n`` sequences "^ x_1 .. x_14 x_s .. x_{s+9}" of INDUCTION_SEQ_LEN = 25 tokens.
 
-    Returns (seqs (n, 25) int64, half (n,) int64). Each row draws its half length h from
-    INDUCTION_HALVES; k = 24 − 2h distractor tokens come first, so the copy sits at a different
-    offset in every row. All of d and x are distinct tokens of 0..15, so each token of the
-    second copy has exactly one earlier occurrence; "^" is INDUCTION_BOS.
+    Returns (seqs (n, 25) int64, offset (n,) int64). x_1..x_14 are distinct tokens of 0..15; the
+    second part copies the 10 tokens starting at a random s in 1..5, so each token of the copy
+    has exactly one earlier occurrence, ``offset`` = 15 − s positions back (10..14).
+    "^" is INDUCTION_BOS.
     """
-    T, V = INDUCTION_SEQ_LEN, INDUCTION_TOKENS
-    half = rng.choice(INDUCTION_HALVES, n)  # (n,)
-    perm = np.argsort(rng.random((n, V)), axis=1)  # (n, V): distinct tokens per row
-    seqs = np.empty((n, T), np.int64)
-    seqs[:, 0] = INDUCTION_BOS
-    for i, h in enumerate(half):
-        k = T - 1 - 2 * h
-        seqs[i, 1:1 + k + h] = perm[i, :k + h]  # distractors, then the first copy
-        seqs[i, 1 + k + h:] = perm[i, k:k + h]  # the second copy
-    return seqs, half.astype(np.int64)
+    m, c = INDUCTION_FIRST, INDUCTION_COPY
+    first = np.argsort(rng.random((n, INDUCTION_TOKENS)), axis=1)[:, :m]  # (n, m) distinct tokens
+    start = rng.integers(0, m - c + 1, n)  # (n,): s − 1
+    copy = np.take_along_axis(first, start[:, None] + np.arange(c)[None, :], axis=1)  # (n, c)
+    bos = np.full((n, 1), INDUCTION_BOS)
+    seqs = np.concatenate([bos, first, copy], axis=1).astype(np.int64)  # (n, 1 + m + c)
+    return seqs, (m - start).astype(np.int64)
 
 
-def induction_positions(half) -> tuple:
-    """Masks over the T − 1 = 24 input positions t (each predicts token t + 1), (n, 24) each.
+def induction_positions() -> tuple:
+    """Masks over the 24 input positions t (each predicts token t + 1), (24,) bool each.
 
-    ``first``: t = 0 .. T−h−2, predicting a distractor or a token of the first copy
-    (unpredictable). ``repeat``: t = T−h .. T−2, where the current token is in the second copy
-    and the next token sits right after its earlier occurrence (at t − h + 1): what an
-    induction head can copy. (At t = T−h−1 the next token starts the copy; nothing announces it.)
+    ``first``: t = 0 .. 13, predicting x_1 .. x_14 (unpredictable: nothing announces them).
+    ``repeat``: t = 15 .. 23, where the current token is in the copy and the next token sits
+    right after its earlier occurrence: what an induction head can copy. (At t = 14 the next
+    token starts the copy at a random place; it is in neither mask.)
     """
-    t = np.arange(INDUCTION_SEQ_LEN - 1)[None, :]  # (1, 24)
-    start = INDUCTION_SEQ_LEN - np.asarray(half)[:, None]  # (n, 1): first position of the copy
-    return t <= start - 2, t >= start
+    t = np.arange(INDUCTION_SEQ_LEN - 1)
+    return t < INDUCTION_FIRST, t > INDUCTION_FIRST
 
 
 def make_induction_test(n: int, seed: int = 0):
-    """``n`` distinct held-out sequences drawn with ``default_rng([seed, 3])``: (seqs, half)."""
-    seqs, half = induction_sequences(2 * n, np.random.default_rng([seed, 3]))
+    """``n`` distinct held-out sequences drawn with ``default_rng([seed, 3])``: (seqs, offset)."""
+    seqs, offset = induction_sequences(2 * n, np.random.default_rng([seed, 3]))
     _, first = np.unique(seqs, axis=0, return_index=True)
     if len(first) < n:
         raise RuntimeError(f"could not draw {n} distinct induction sequences")
     keep = np.sort(first)[:n]
-    return seqs[keep], half[keep]
+    return seqs[keep], offset[keep]

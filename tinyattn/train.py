@@ -270,8 +270,8 @@ def main(argv=None) -> int:
 LM_DEFAULTS = {
     "add": dict(steps=2500, batch_size=64, d_model=64, num_heads=4, num_layers=2, mlp=True,
                 lr=3e-3, warmup=100, log_every=100, probe_every=0, n_test=2000),
-    "induction": dict(steps=1200, batch_size=64, d_model=64, num_heads=2, num_layers=2,
-                      mlp=False, lr=1e-3, warmup=50, log_every=50, probe_every=20, n_test=500),
+    "induction": dict(steps=3000, batch_size=64, d_model=64, num_heads=2, num_layers=2,
+                      mlp=False, lr=1e-3, warmup=50, log_every=100, probe_every=25, n_test=500),
 }
 
 
@@ -337,21 +337,22 @@ def next_token_losses(model, seqs: np.ndarray):
     return losses.reshape(B, T), logits
 
 
-def induction_scores(maps: np.ndarray, half) -> tuple:
+def induction_scores(maps: np.ndarray, offset) -> tuple:
     """Per-head (previous-token score, induction score) from maps (layers, B, H, T, T).
 
-    ``maps`` are taken on the T = 24 input positions of induction rows whose copies have
-    length ``half`` (B,). previous-token: the mean weight from position t to t − 1, over
-    t = 1 .. T−1. induction: the mean weight from each position t of the repeat (the
-    ``repeat`` mask of ``data.induction_positions``) to t − h + 1, the position right after the
-    current token's previous occurrence. Each (layers, H), in [0, 1].
+    ``maps`` are taken on the T = 24 input positions of induction rows whose copies sit
+    ``offset`` (B,) positions after their originals. previous-token: the mean weight from
+    position t to t − 1, over t = 1 .. T−1. induction: the mean weight from each position t of
+    the copy (the ``repeat`` mask of ``data.induction_positions``) to t − offset + 1, the
+    position right after the current token's previous occurrence. Each (layers, H), in [0, 1].
     """
     T = maps.shape[-1]
     t = np.arange(1, T)
     prev = maps[..., t, t - 1].mean(axis=(1, 3))  # (layers, H)
-    rows, queries = np.nonzero(data.induction_positions(half)[1])  # (R,), (R,)
-    keys = queries - np.asarray(half)[rows] + 1  # (R,)
-    induction = maps[:, rows, :, queries, keys].mean(axis=0)  # (R, layers, H) -> (layers, H)
+    queries = np.flatnonzero(data.induction_positions()[1])  # (R,)
+    keys = queries[None, :] - np.asarray(offset)[:, None] + 1  # (B, R)
+    rows = np.arange(maps.shape[1])[:, None]  # (B, 1)
+    induction = maps[:, rows, :, queries[None, :], keys].mean(axis=(0, 1))  # (B, R, layers, H) -> (layers, H)
     return prev, induction
 
 
@@ -370,7 +371,7 @@ def _train_add(config: LMConfig, model, opt, sched, log):
     history, losses, hits = [], [], []
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
-        seqs = data.add_sequences(*sample_add_pairs_for(config, rng, split))  # (B, 12)
+        seqs = data.add_sequences(*data.sample_add_pairs(config.batch_size, rng, split.held_out))  # (B, 12)
         per_token, logits = next_token_losses(model, seqs)  # (B, 11)
         loss = per_token[:, answer].mean()
         _lm_step(model, opt, sched, loss)
@@ -391,17 +392,13 @@ def _train_add(config: LMConfig, model, opt, sched, log):
             "train_seconds": round(train_seconds, 2)}, history
 
 
-def sample_add_pairs_for(config: LMConfig, rng, split):
-    """One training batch of (a, b) problems, none of them held out."""
-    return data.sample_add_pairs(config.batch_size, rng, split.held_out)
-
-
 def _train_induction(config: LMConfig, model, opt, sched, log):
     """Next-token loss on every position of fresh sequences; per step the loss on the first
-    copy and on the repeat, every ``probe_every`` steps the per-head scores on held-out rows."""
-    test, test_half = data.make_induction_test(config.n_test, config.seed)
+    part and on the copy, every ``probe_every`` steps the per-head scores on held-out rows."""
+    test, test_offset = data.make_induction_test(config.n_test, config.seed)
+    first, repeat = data.induction_positions()  # (T − 1,) masks
     held_out = {row.tobytes() for row in test}
-    probe, probe_half = test[:64], test_half[:64]  # (64, T)
+    probe, probe_offset = test[:64], test_offset[:64]  # (64, T)
     rng = np.random.default_rng([config.seed, 1])
     curve = {"step": [], "loss": [], "loss_first": [], "loss_repeat": []}
     probes, history = [], []
@@ -409,23 +406,22 @@ def _train_induction(config: LMConfig, model, opt, sched, log):
 
     def probe_scores(step):
         model.eval()
-        prev, ind = induction_scores(model.attention_maps(probe[:, :-1]), probe_half)  # (layers, H) each
+        prev, ind = induction_scores(model.attention_maps(probe[:, :-1]), probe_offset)  # (layers, H) each
         model.train()
         probes.append({"step": step, "previous_token": np.round(prev, 4).tolist(),
                        "induction": np.round(ind, 4).tolist()})
 
     probe_scores(0)
     for step in range(1, config.steps + 1):
-        seqs, half = data.induction_sequences(config.batch_size, rng)  # (B, T), (B,)
+        seqs, _ = data.induction_sequences(config.batch_size, rng)  # (B, T)
         keep = [i for i, row in enumerate(seqs) if row.tobytes() not in held_out]
-        first, repeat = data.induction_positions(half[keep])  # (B, T − 1) masks
         per_token, _ = next_token_losses(model, seqs[keep])  # (B, T − 1)
         loss = per_token.mean()
         _lm_step(model, opt, sched, loss)
         curve["step"].append(step)
         curve["loss"].append(round(loss.item(), 5))
-        curve["loss_first"].append(round(float(per_token.data[first].mean()), 5))
-        curve["loss_repeat"].append(round(float(per_token.data[repeat].mean()), 5))
+        curve["loss_first"].append(round(float(per_token.data[:, first].mean()), 5))
+        curve["loss_repeat"].append(round(float(per_token.data[:, repeat].mean()), 5))
         if config.probe_every and step % config.probe_every == 0:
             probe_scores(step)
         if step % config.log_every == 0 or step == config.steps:
@@ -434,17 +430,16 @@ def _train_induction(config: LMConfig, model, opt, sched, log):
             history.append({"step": step, "loss_first": round(float(np.mean(curve["loss_first"][recent])), 4),
                             "loss_repeat": round(float(np.mean(curve["loss_repeat"][recent])), 4),
                             "seconds": round(elapsed, 2)})
-            log(f"step {step:5d}/{config.steps}  loss first copy {history[-1]['loss_first']:.3f}  "
+            log(f"step {step:5d}/{config.steps}  loss first part {history[-1]['loss_first']:.3f}  "
                 f"repeat {history[-1]['loss_repeat']:.3f}  {elapsed:6.1f}s")
     train_seconds = time.perf_counter() - start
     model.eval()
     with autograd.no_grad():
         per_token, logits = next_token_losses(model, test)  # (n, T − 1)
-    first, repeat = data.induction_positions(test_half)
     correct = logits.data.argmax(-1) == test[:, 1:]  # (n, T − 1)
-    result = {"in_context_accuracy": float(correct[repeat].mean()), "n_test": int(len(test)),
-              "test_loss_first": float(per_token.data[first].mean()),
-              "test_loss_repeat": float(per_token.data[repeat].mean()),
+    result = {"in_context_accuracy": float(correct[:, repeat].mean()), "n_test": int(len(test)),
+              "test_loss_first": float(per_token.data[:, first].mean()),
+              "test_loss_repeat": float(per_token.data[:, repeat].mean()),
               "chance_loss": math.log(data.INDUCTION_TOKENS), "train_seconds": round(train_seconds, 2)}
     return result, {"log": history, "curve": curve, "probes": probes}
 
@@ -497,7 +492,11 @@ def load_lm_log(task: str) -> dict:
 
 
 def lm_main(args) -> int:
-    """``python -m tinyattn.train --task add|induction``: train a GPT, save, print a JSON line."""
+    """``python -m tinyattn.train --task add|induction``: train a GPT, save, print a JSON line.
+
+    Of the command-line options, --seed, --steps, --save and --threads apply; the other
+    settings are LM_DEFAULTS[task].
+    """
     set_num_threads(args.threads)
     config = LMConfig(task=args.task, seed=args.seed, steps=args.steps)
     print(f"training a GPT on {config.task} for {config.steps} steps (seed {config.seed})", flush=True)

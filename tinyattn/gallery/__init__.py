@@ -9,3 +9,4 @@ from . import attention  # noqa: F401
 from . import encoder  # noqa: F401
 from . import training  # noqa: F401
 from . import efficient  # noqa: F401
+from . import gpt  # noqa: F401
