@@ -52,8 +52,8 @@ def measure(lengths, repeat: int) -> list:
         progress(f"T = {T}")
         new = T - 1
         times = interleaved_medians({
-            "cached": lambda: model.generate(prompt, new, temperature=0, use_cache=True),
-            "uncached": lambda: model.generate(prompt, new, temperature=0, use_cache=False),
+            "cached": lambda new=new: model.generate(prompt, new, temperature=0, use_cache=True),
+            "uncached": lambda new=new: model.generate(prompt, new, temperature=0, use_cache=False),
         }, repeat=repeat)
         nbytes = cache_bytes(model, T)
         assert nbytes == kv_cache_bytes(LAYERS, HEADS, D_MODEL // HEADS, T, bytes_per_element=4)

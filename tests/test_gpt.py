@@ -197,9 +197,8 @@ def test_ablating_a_head_equals_dropping_its_output_and_is_undone_on_exit():
     np.testing.assert_allclose(ablated, want, rtol=1e-10, atol=1e-12)
     assert np.abs(ablated - before).max() > 1e-3
     np.testing.assert_array_equal(model(IDX).data, before)
-    with pytest.raises(ValueError, match="head 2 is out of range for 2 heads"):
-        with model.ablate_head(0, 2):
-            pass
+    with pytest.raises(ValueError, match="head 2 is out of range for 2 heads"), model.ablate_head(0, 2):
+        pass
 
 
 # ------------------------------------------------------------------------------------------------

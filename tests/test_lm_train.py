@@ -71,7 +71,7 @@ def test_add_exact_match_needs_every_digit():
 
 
 def test_short_induction_run_logs_per_step_losses_and_per_head_scores():
-    model, result, history = train_lm(LMConfig(task="induction", **SMALL_INDUCTION), log=lambda line: None)
+    _, result, history = train_lm(LMConfig(task="induction", **SMALL_INDUCTION), log=lambda line: None)
     curve, probes = history["curve"], history["probes"]
     assert curve["step"] == list(range(1, 41))
     assert len(curve["loss_first"]) == len(curve["loss_repeat"]) == 40

@@ -36,7 +36,9 @@ from .threads import set_num_threads
 
 __all__ = ["Config", "TinyEncoder", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
-           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main"]
+           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main",
+           "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
+           "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path"]
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
@@ -262,7 +264,6 @@ def main(argv=None) -> int:
     return 0
 
 
-
 # ----------------------------------------------------------------------------------------------
 # language-model tasks: a GPT trained on next-token prediction (``--task add`` / ``induction``)
 # ----------------------------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def _train_add(config: LMConfig, model, opt, sched, log):
     train_seconds = time.perf_counter() - start
     model.eval()
     exact = add_exact_match(model, split.test)
-    return {"test_exact_match": float(exact.mean()), "n_test": int(len(exact)),
+    return {"test_exact_match": float(exact.mean()), "n_test": len(exact),
             "train_seconds": round(train_seconds, 2)}, history
 
 
@@ -437,7 +438,7 @@ def _train_induction(config: LMConfig, model, opt, sched, log):
     with autograd.no_grad():
         per_token, logits = next_token_losses(model, test)  # (n, T − 1)
     correct = logits.data.argmax(-1) == test[:, 1:]  # (n, T − 1)
-    result = {"in_context_accuracy": float(correct[:, repeat].mean()), "n_test": int(len(test)),
+    result = {"in_context_accuracy": float(correct[:, repeat].mean()), "n_test": len(test),
               "test_loss_first": float(per_token.data[:, first].mean()),
               "test_loss_repeat": float(per_token.data[:, repeat].mean()),
               "chance_loss": math.log(data.INDUCTION_TOKENS), "train_seconds": round(train_seconds, 2)}

@@ -48,7 +48,7 @@ class Block(Module):
         else:
             self.ln_2 = self.mlp = None
 
-    def forward(self, x, cache: KVCache = None) -> Tensor:
+    def forward(self, x, cache: KVCache | None = None) -> Tensor:
         """x (B, T, E) -> (B, T, E); with ``cache``, x holds the positions after the cached ones."""
         x = x + self.dropout(self.attn(self.ln_1(x), is_causal=True, cache=cache))
         if self.mlp is not None:
@@ -81,7 +81,7 @@ class GPT(Module):
     """
 
     def __init__(self, vocab_size: int, block_size: int, d_model: int = 64, num_heads: int = 4,
-                 num_layers: int = 2, dim_feedforward: int = None, dropout: float = 0.0,
+                 num_layers: int = 2, dim_feedforward: int | None = None, dropout: float = 0.0,
                  mlp: bool = True):
         super().__init__()
         for name, n in (("vocab_size", vocab_size), ("block_size", block_size),
@@ -176,8 +176,8 @@ class GPT(Module):
         finally:
             attn.out_proj.weight.data[:, cols] = saved
 
-    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int = None,
-                 use_cache: bool = True, seed: int = None, return_logits: bool = False):
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, seed: int | None = None, return_logits: bool = False):
         """Append ``max_new_tokens`` sampled tokens: idx (B, T0) -> (B, T0 + max_new_tokens).
 
         Each step takes the logits z of the last position: temperature 0 picks argmax z
