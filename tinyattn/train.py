@@ -38,7 +38,9 @@ from .threads import set_num_threads
 
 __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
-           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main"]
+           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main",
+           "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
+           "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path"]
 
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
 
@@ -211,7 +213,7 @@ def _log_path(path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyattn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=data.TASKS + data.SEQ2SEQ_TASKS)
+    parser.add_argument("--task", required=True, choices=data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps (default: {DEFAULT_STEPS})")
@@ -238,6 +240,8 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--save: {err}")
     set_num_threads(args.threads)
+    if args.task in data.LM_TASKS:
+        return lm_main(args)
     if args.task in data.SEQ2SEQ_TASKS:
         return main_translate(args)
     config = Config(task=args.task, seed=args.seed, steps=args.steps,
@@ -390,6 +394,213 @@ def translator_checkpoint_path():
 
 def save_translator(model, config: TranslateConfig, path) -> None:
     """Write the weights (float32) and the config (JSON in ``__config__``) to an ``.npz``."""
+# ----------------------------------------------------------------------------------------------
+# language-model tasks: a GPT trained on next-token prediction (``--task add`` / ``induction``)
+# ----------------------------------------------------------------------------------------------
+
+LM_DEFAULTS = {
+    "add": dict(steps=2500, batch_size=64, d_model=64, num_heads=4, num_layers=2, mlp=True,
+                lr=3e-3, warmup=100, log_every=100, probe_every=0, n_test=2000),
+    "induction": dict(steps=3000, batch_size=64, d_model=64, num_heads=2, num_layers=2,
+                      mlp=False, lr=1e-3, warmup=50, log_every=100, probe_every=25, n_test=500),
+}
+
+
+@dataclass
+class LMConfig:
+    """Everything that determines a GPT run; ``None`` fields take ``LM_DEFAULTS[task]``."""
+
+    task: str = "add"
+    seed: int = 0
+    steps: int | None = None
+    batch_size: int | None = None
+    d_model: int | None = None
+    num_heads: int | None = None
+    num_layers: int | None = None
+    mlp: bool | None = None
+    lr: float | None = None
+    warmup: int | None = None
+    log_every: int | None = None
+    probe_every: int | None = None
+    n_test: int | None = None
+
+    def __post_init__(self):
+        if self.task not in LM_DEFAULTS:
+            raise ValueError(f"unknown language-model task {self.task!r}; expected one of "
+                             f"{', '.join(LM_DEFAULTS)}")
+        for name, value in LM_DEFAULTS[self.task].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+
+def build_gpt(config: LMConfig):
+    """A freshly initialized GPT for ``config`` (seeded with ``config.seed``)."""
+    from .models import GPT
+
+    autograd.manual_seed(config.seed)
+    if config.task == "add":
+        vocab, block = len(data.ADD_VOCAB), data.ADD_SEQ_LEN
+    else:
+        vocab, block = data.INDUCTION_VOCAB_SIZE, data.INDUCTION_SEQ_LEN - 1
+    return GPT(vocab, block, d_model=config.d_model, num_heads=config.num_heads,
+               num_layers=config.num_layers, mlp=config.mlp)
+
+
+def add_exact_match(model, tokens: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Greedy answers to "aaa+bbb=": tokens (n, 12) -> (n,) bool, True where all 4 digits are right."""
+    prompt_len = data.ADD_SEQ_LEN - data.ADD_ANSWER_LEN
+    hits = []
+    for s in range(0, len(tokens), batch_size):
+        rows = tokens[s:s + batch_size]  # (n, 12)
+        out = model.generate(rows[:, :prompt_len], data.ADD_ANSWER_LEN, temperature=0)  # (n, 12)
+        hits.append((out[:, prompt_len:] == rows[:, prompt_len:]).all(axis=1))
+    return np.concatenate(hits)
+
+
+def next_token_losses(model, seqs: np.ndarray):
+    """Per-position cross-entropy of next-token prediction: seqs (B, T+1) -> (loss (B, T), logits).
+
+    Position t reads tokens 0..t and is scored on token t + 1.
+    """
+    logits = model(seqs[:, :-1])  # (B, T, V)
+    B, T, V = logits.shape
+    losses = F.cross_entropy(logits.reshape(B * T, V), seqs[:, 1:].reshape(-1), reduction="none")
+    return losses.reshape(B, T), logits
+
+
+def induction_scores(maps: np.ndarray, offset) -> tuple:
+    """Per-head (previous-token score, induction score) from maps (layers, B, H, T, T).
+
+    ``maps`` are taken on the T = 24 input positions of induction rows whose copies sit
+    ``offset`` (B,) positions after their originals. previous-token: the mean weight from
+    position t to t − 1, over t = 1 .. T−1. induction: the mean weight from each position t of
+    the copy (the ``repeat`` mask of ``data.induction_positions``) to t − offset + 1, the
+    position right after the current token's previous occurrence. Each (layers, H), in [0, 1].
+    """
+    T = maps.shape[-1]
+    t = np.arange(1, T)
+    prev = maps[..., t, t - 1].mean(axis=(1, 3))  # (layers, H)
+    queries = np.flatnonzero(data.induction_positions()[1])  # (R,)
+    keys = queries[None, :] - np.asarray(offset)[:, None] + 1  # (B, R)
+    rows = np.arange(maps.shape[1])[:, None]  # (B, 1)
+    induction = maps[:, rows, :, queries[None, :], keys].mean(axis=(0, 1))  # (B, R, layers, H) -> (layers, H)
+    return prev, induction
+
+
+def _lm_step(model, opt, sched, loss) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
+def _train_add(config: LMConfig, model, opt, sched, log):
+    """Next-token loss on the 4 answer digits of fresh problems; held-out exact match at the end."""
+    split = data.make_add_split(config.n_test, config.seed)
+    rng = np.random.default_rng([config.seed, 1])
+    answer = slice(data.ADD_SEQ_LEN - 1 - data.ADD_ANSWER_LEN, None)  # positions reading "=", s1, s2, s3
+    history, losses, hits = [], [], []
+    start = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        seqs = data.add_sequences(*data.sample_add_pairs(config.batch_size, rng, split.held_out))  # (B, 12)
+        per_token, logits = next_token_losses(model, seqs)  # (B, 11)
+        loss = per_token[:, answer].mean()
+        _lm_step(model, opt, sched, loss)
+        losses.append(loss.item())
+        hits.append(float(np.mean((logits.data[:, answer].argmax(-1) == seqs[:, 1:][:, answer]).all(1))))
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - start
+            history.append({"step": step, "loss": round(float(np.mean(losses)), 5),
+                            "train_exact_match": round(float(np.mean(hits)), 4),
+                            "seconds": round(elapsed, 2)})
+            log(f"step {step:5d}/{config.steps}  loss {history[-1]['loss']:.4f}  "
+                f"exact {history[-1]['train_exact_match']:.3f}  {elapsed:6.1f}s")
+            losses, hits = [], []
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    exact = add_exact_match(model, split.test)
+    return {"test_exact_match": float(exact.mean()), "n_test": len(exact),
+            "train_seconds": round(train_seconds, 2)}, history
+
+
+def _train_induction(config: LMConfig, model, opt, sched, log):
+    """Next-token loss on every position of fresh sequences; per step the loss on the first
+    part and on the copy, every ``probe_every`` steps the per-head scores on held-out rows."""
+    test, test_offset = data.make_induction_test(config.n_test, config.seed)
+    first, repeat = data.induction_positions()  # (T − 1,) masks
+    held_out = {row.tobytes() for row in test}
+    probe, probe_offset = test[:64], test_offset[:64]  # (64, T)
+    rng = np.random.default_rng([config.seed, 1])
+    curve = {"step": [], "loss": [], "loss_first": [], "loss_repeat": []}
+    probes, history = [], []
+    start = time.perf_counter()
+
+    def probe_scores(step):
+        model.eval()
+        prev, ind = induction_scores(model.attention_maps(probe[:, :-1]), probe_offset)  # (layers, H) each
+        model.train()
+        probes.append({"step": step, "previous_token": np.round(prev, 4).tolist(),
+                       "induction": np.round(ind, 4).tolist()})
+
+    probe_scores(0)
+    for step in range(1, config.steps + 1):
+        seqs, _ = data.induction_sequences(config.batch_size, rng)  # (B, T)
+        keep = [i for i, row in enumerate(seqs) if row.tobytes() not in held_out]
+        per_token, _ = next_token_losses(model, seqs[keep])  # (B, T − 1)
+        loss = per_token.mean()
+        _lm_step(model, opt, sched, loss)
+        curve["step"].append(step)
+        curve["loss"].append(round(loss.item(), 5))
+        curve["loss_first"].append(round(float(per_token.data[:, first].mean()), 5))
+        curve["loss_repeat"].append(round(float(per_token.data[:, repeat].mean()), 5))
+        if config.probe_every and step % config.probe_every == 0:
+            probe_scores(step)
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - start
+            recent = slice(-config.log_every, None)
+            history.append({"step": step, "loss_first": round(float(np.mean(curve["loss_first"][recent])), 4),
+                            "loss_repeat": round(float(np.mean(curve["loss_repeat"][recent])), 4),
+                            "seconds": round(elapsed, 2)})
+            log(f"step {step:5d}/{config.steps}  loss first part {history[-1]['loss_first']:.3f}  "
+                f"repeat {history[-1]['loss_repeat']:.3f}  {elapsed:6.1f}s")
+    train_seconds = time.perf_counter() - start
+    model.eval()
+    with autograd.no_grad():
+        per_token, logits = next_token_losses(model, test)  # (n, T − 1)
+    correct = logits.data.argmax(-1) == test[:, 1:]  # (n, T − 1)
+    result = {"in_context_accuracy": float(correct[:, repeat].mean()), "n_test": len(test),
+              "test_loss_first": float(per_token.data[:, first].mean()),
+              "test_loss_repeat": float(per_token.data[:, repeat].mean()),
+              "chance_loss": math.log(data.INDUCTION_TOKENS), "train_seconds": round(train_seconds, 2)}
+    return result, {"log": history, "curve": curve, "probes": probes}
+
+
+def train_lm(config: LMConfig, log=print):
+    """Train a GPT on ``config.task`` ("add" or "induction"); return (model, result, history)."""
+    model = build_gpt(config)
+    opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
+    sched = optim.LambdaLR(opt, lambda s: lr_factor(s, config.warmup, config.steps))
+    model.train()
+    start = time.perf_counter()
+    trainer = _train_add if config.task == "add" else _train_induction
+    result, history = trainer(config, model, opt, sched, log)
+    result = {"task": config.task, **result, "steps": config.steps,
+              "seconds": round(time.perf_counter() - start, 2), "params": model.num_params(),
+              "seed": config.seed}
+    return model, result, history
+
+
+def lm_checkpoint_path(task: str):
+    """The committed GPT checkpoint of ``task``: package data ``tinyattn/checkpoints/{task}.npz``."""
+    import importlib.resources
+
+    if task not in data.LM_TASKS:
+        raise ValueError(f"unknown language-model task {task!r}; expected one of {', '.join(data.LM_TASKS)}")
+    return importlib.resources.files("tinyattn") / "checkpoints" / f"{task}.npz"
+
+
+def save_gpt(model, config: LMConfig, path) -> None:
+    """Write the GPT's weights (float32) and the LMConfig (JSON in ``__config__``) to an ``.npz``."""
     state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
     state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
     save(state, path)
@@ -425,6 +636,40 @@ def main_translate(args) -> int:
         save_translator(model, config, args.save)
         log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
                          indent=1)
+def load_gpt(path):
+    """Rebuild the GPT saved by ``save_gpt``: returns (model in eval mode, LMConfig)."""
+    state = load(path)
+    if "__config__" not in state:
+        raise KeyError(f"{path} has no __config__ entry; it was not written by save_gpt")
+    config = LMConfig(**json.loads(state.pop("__config__").tobytes().decode()))
+    model = build_gpt(config)
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def load_lm_log(task: str) -> dict:
+    """The committed training log of ``task`` (config, result, history), from package data."""
+    return json.loads(lm_checkpoint_path(task).with_suffix(".json").read_text())
+
+
+def lm_main(args) -> int:
+    """``python -m tinyattn.train --task add|induction``: train a GPT, save, print a JSON line.
+
+    Of the command-line options, --seed, --steps, --save and --threads apply; the other
+    settings are LM_DEFAULTS[task].
+    """
+    set_num_threads(args.threads)
+    config = LMConfig(task=args.task, seed=args.seed, steps=args.steps)
+    print(f"training a GPT on {config.task} for {config.steps} steps (seed {config.seed})", flush=True)
+    model, result, history = train_lm(config, log=lambda line: print(line, flush=True))
+    if config.task == "add":
+        print(f"held-out exact match {result['test_exact_match']:.4f} on {result['n_test']} problems", flush=True)
+    else:
+        print(f"held-out in-context accuracy {result['in_context_accuracy']:.4f} on "
+              f"{result['n_test']} sequences", flush=True)
+    if args.save:
+        save_gpt(model, config, args.save)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history})
         atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
         result["checkpoint"] = os.fspath(args.save)
     print(json.dumps(result), flush=True)
