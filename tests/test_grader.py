@@ -37,7 +37,7 @@ def _with(nb, replacements: dict):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of seven submissions with the CLI: (stdout, json, seconds per submission)."""
+    """Grade a folder of seven submissions with the CLI, three at a time: (stdout, json)."""
     folder = tmp_path_factory.mktemp("submissions")
     solved_01 = nbformat.read(SOLVED[0], as_version=4)
     for path in SOLVED:
@@ -57,7 +57,7 @@ def graded(tmp_path_factory):
     results = folder / "results.json"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(folder),
-                           "--json", str(results), "--timeout", str(TIMEOUT)],
+                           "--json", str(results), "--timeout", str(TIMEOUT), "--jobs", "3"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(results.read_text(encoding="utf-8"))

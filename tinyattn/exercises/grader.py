@@ -1,14 +1,15 @@
 """Grade homework notebooks: every checker, run on each student's own functions, in a fresh kernel.
 
     python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...]
-                                       [--json results.json] [--timeout 60]
+                                       [--json results.json] [--timeout 60] [--jobs 1]
 
 Each submission is executed top to bottom in a fresh Jupyter kernel (nbclient), without its
 "check" cells; then, in the same kernel, one grading cell per exercise the notebook poses calls
 the checker on the student's function of that name. Every cell — the student's and the
 grader's — has ``timeout`` seconds: a cell that loops forever is interrupted and the next one
 runs, so one broken exercise never stops the grading of the others (nor one broken notebook that
-of the next). The results, one per exercise:
+of the next). ``--jobs N`` grades N submissions at a time, each in its own kernel. The results,
+one per exercise:
 
     passed          full points
     failed          0, with the checker's message and likely cause
@@ -36,6 +37,7 @@ sandbox. A submission determined to cheat can, for instance, replace the checker
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -354,14 +356,17 @@ def to_json(subs: list) -> dict:
                             for s in subs]}
 
 
-def grade(paths, json_path=None, timeout: float = 60.0, out=None) -> list:
-    """Grade every submission in ``paths`` (notebooks or folders), print the tables as each
-    finishes, then a summary; write ``json_path`` if given. Returns the Submissions."""
+def grade(paths, json_path=None, timeout: float = 60.0, jobs: int = 1, out=None) -> list:
+    """Grade every submission in ``paths`` (notebooks or folders), ``jobs`` kernels at a time;
+    print each table in order as soon as it is ready, then a summary; write ``json_path`` if
+    given. Returns the Submissions."""
     out = out or sys.stdout
     subs = []
-    for path in find_submissions(paths):
-        subs.append(grade_notebook(path, timeout=timeout))
-        print(table(subs[-1]) + "\n", file=out, flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(grade_notebook, path, timeout) for path in find_submissions(paths)]
+        for future in futures:
+            subs.append(future.result())
+            print(table(subs[-1]) + "\n", file=out, flush=True)
     if len(subs) > 1:
         print(summary(subs), file=out)
     if json_path:
