@@ -204,3 +204,13 @@ def test_evaluate_in_process_names_each_outcome():
                                    "output": "no function named softmax is defined (found my_softmax)"}
     assert outcomes["value"]["output"] == "softmax is a ndarray, not a function"
     assert outcomes["wrong"]["status"] == "failed" and "subtract the row max" in outcomes["wrong"]["output"]
+
+
+def test_the_grader_gives_up_on_a_kernel_that_ignores_three_interrupts_in_a_row():
+    hook = grader._give_up_on_a_deaf_kernel(limit=3)
+    timed_out = {"content": {"status": "error", "ename": "CellTimeoutError"}}
+    finished = {"content": {"status": "ok"}}
+    for reply in (timed_out, timed_out, finished, timed_out, timed_out):  # never three in a row
+        hook(cell=None, cell_index=0, execute_reply=reply)
+    with pytest.raises(RuntimeError, match="3 cells in a row did not finish"):
+        hook(cell=None, cell_index=0, execute_reply=timed_out)
