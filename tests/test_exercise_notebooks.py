@@ -187,6 +187,8 @@ def test_solved_notebook_is_committed_executed_with_every_check_passing_and_expl
 
 
 TUTORIAL_SOLUTIONS = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("tutorial_*.ipynb"))
+GOING_FURTHER = ROOT / "notebooks" / "exercises" / "solutions" / "going_further.ipynb"
+WORKED = [*TUTORIAL_SOLUTIONS, GOING_FURTHER]
 TUTORIALS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -194,12 +196,12 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def _tutorial_exercises(path: pathlib.Path) -> list:
-    """The numbered exercises at the end of a tutorial notebook, as flattened text."""
+def _tutorial_exercises(path: pathlib.Path, heading: str = "## Exercises") -> list:
+    """The numbered exercises at the end of a notebook, under ``heading``, as flattened text."""
     nb = _load(path)
     last = next(c for c in reversed(nb["cells"])
-                if c["cell_type"] == "markdown" and "## Exercises" in "".join(c["source"]))
-    body = "".join(last["source"]).split("## Exercises", 1)[1]
+                if c["cell_type"] == "markdown" and heading in "".join(c["source"]))
+    body = "".join(last["source"]).split(heading, 1)[1]
     return [_flat(item) for item in re.split(r"\n\d+\. ", "\n" + body.strip())[1:]]
 
 
@@ -235,7 +237,20 @@ def test_every_tutorial_exercise_has_a_worked_solution_that_quotes_it():
         assert not [n for n in headings if n.startswith(path.name[:2] + ".") and int(n[3:]) > len(exercises)]
 
 
-@pytest.mark.parametrize("path", TUTORIAL_SOLUTIONS, ids=lambda p: p.stem)
+def test_every_going_further_exercise_has_a_worked_solution_that_quotes_it():
+    headings = dict(re.findall(r'^### (\d\.\d+) "(.+?)"\s*$',
+                               "\n".join("".join(c["source"]) for c in _load(GOING_FURTHER)["cells"]), re.M))
+    expected = set()
+    for path in NOTEBOOKS:
+        for i, text in enumerate(_tutorial_exercises(path, "## Going further"), start=1):
+            number = f"{int(path.name[:2])}.{i}"
+            expected.add(number)
+            assert number in headings, f"{path.name}, going further {i} ({text[:50]}…): no worked solution"
+            assert _quotes(text, headings[number]), (number, headings[number], text[:120])
+    assert set(headings) == expected
+
+
+@pytest.mark.parametrize("path", WORKED, ids=lambda p: p.stem)
 def test_tutorial_solutions_are_committed_executed_without_errors(path):
     nb = _load(path)
     code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
@@ -245,10 +260,10 @@ def test_tutorial_solutions_are_committed_executed_without_errors(path):
 
 
 def test_tutorial_solutions_execute_top_to_bottom():
-    """The three notebooks, executed concurrently (one kernel each); every assert in them holds."""
+    """The worked-solution notebooks, executed concurrently (one kernel each); every assert holds."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    notebooks = {path: nbformat.read(path, as_version=4) for path in TUTORIAL_SOLUTIONS}
+    notebooks = {path: nbformat.read(path, as_version=4) for path in WORKED}
 
     async def execute_all():
         clients = [nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",

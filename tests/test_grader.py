@@ -37,7 +37,7 @@ def _with(nb, replacements: dict):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of seven submissions with the CLI: (stdout, json, seconds per submission)."""
+    """Grade a folder of seven submissions with the CLI, three at a time: (stdout, json)."""
     folder = tmp_path_factory.mktemp("submissions")
     solved_01 = nbformat.read(SOLVED[0], as_version=4)
     for path in SOLVED:
@@ -57,7 +57,7 @@ def graded(tmp_path_factory):
     results = folder / "results.json"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(folder),
-                           "--json", str(results), "--timeout", str(TIMEOUT)],
+                           "--json", str(results), "--timeout", str(TIMEOUT), "--jobs", "3"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(results.read_text(encoding="utf-8"))
@@ -204,3 +204,13 @@ def test_evaluate_in_process_names_each_outcome():
                                    "output": "no function named softmax is defined (found my_softmax)"}
     assert outcomes["value"]["output"] == "softmax is a ndarray, not a function"
     assert outcomes["wrong"]["status"] == "failed" and "subtract the row max" in outcomes["wrong"]["output"]
+
+
+def test_the_grader_gives_up_on_a_kernel_that_ignores_three_interrupts_in_a_row():
+    hook = grader._give_up_on_a_deaf_kernel(limit=3)
+    timed_out = {"content": {"status": "error", "ename": "CellTimeoutError"}}
+    finished = {"content": {"status": "ok"}}
+    for reply in (timed_out, timed_out, finished, timed_out, timed_out):  # never three in a row
+        hook(cell=None, cell_index=0, execute_reply=reply)
+    with pytest.raises(RuntimeError, match="3 cells in a row did not finish"):
+        hook(cell=None, cell_index=0, execute_reply=timed_out)

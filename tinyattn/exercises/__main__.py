@@ -1,4 +1,8 @@
-"""``python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE ...] [--json results.json] [--timeout 60]``"""
+"""The command line: ``python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE ...]``.
+
+Options ``--json results.json``, ``--timeout 60`` (seconds per cell), ``--jobs 1`` (kernels at a
+time); see tinyattn.exercises.grader.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ def main(argv=None) -> int:
                    help="also write the results (Gradescope's results.json shape for one submission)")
     g.add_argument("--timeout", type=float, default=60.0,
                    help="seconds each cell (the student's and each check) may run (default 60)")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="submissions graded at a time, each in its own kernel (default 1)")
     args = parser.parse_args(argv)
     try:
         submissions = grader.find_submissions(args.submissions)
@@ -27,7 +33,9 @@ def main(argv=None) -> int:
         parser.error(str(e))
     if not submissions:
         parser.error(f"no .ipynb notebooks in {' '.join(args.submissions)}")
-    grader.grade(submissions, json_path=args.json, timeout=args.timeout)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    grader.grade(submissions, json_path=args.json, timeout=args.timeout, jobs=args.jobs)
     return 0
 
 

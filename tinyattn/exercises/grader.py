@@ -1,20 +1,22 @@
 """Grade homework notebooks: every checker, run on each student's own functions, in a fresh kernel.
 
     python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE.ipynb | FOLDER ...]
-                                       [--json results.json] [--timeout 60]
+                                       [--json results.json] [--timeout 60] [--jobs 1]
 
 Each submission is executed top to bottom in a fresh Jupyter kernel (nbclient), without its
 "check" cells; then, in the same kernel, one grading cell per exercise the notebook poses calls
 the checker on the student's function of that name. Every cell — the student's and the
 grader's — has ``timeout`` seconds: a cell that loops forever is interrupted and the next one
 runs, so one broken exercise never stops the grading of the others (nor one broken notebook that
-of the next). The results, one per exercise:
+of the next). ``--jobs N`` grades N submissions at a time, each in its own kernel. The results,
+one per exercise:
 
     passed          full points
     failed          0, with the checker's message and likely cause
     not attempted   0: the stub still raises NotImplementedError
     missing         0: no function of that name (a cell that raised is named)
-    timeout         0: the check did not finish within ``timeout`` seconds
+    timeout         0: the check did not finish within ``timeout`` seconds (after three cells
+                    in a row time out, the kernel is stopped and the rest reported "error")
     flagged         0: the function calls tinyattn's own implementation instead of computing
                     the result in NumPy (the calls are named)
     error           0: the kernel died, or the check could not run
@@ -36,6 +38,7 @@ sandbox. A submission determined to cheat can, for instance, replace the checker
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -54,6 +57,7 @@ POINTS = 1.0
 MIME = "application/vnd.tinyattn.grade+json"
 PRINT_LIMIT = 100_000  # characters a function may print while checked before the report says so
 CAUSE_WIDTH = 100
+DEAF_AFTER = 3  # cells in a row that time out before the grader stops the kernel
 
 _PACKAGE = os.path.realpath(pathlib.Path(checkers.__file__).parents[1]) + os.sep
 _EXERCISES_DIR = os.path.realpath(pathlib.Path(checkers.__file__).parent) + os.sep
@@ -263,6 +267,24 @@ def _collect(cell, name: str, timeout: float, student_errors: list, failure: str
     return Result(name, "error", 0.0, f"not graded: {failure or 'the grading cell produced no result'}")
 
 
+def _give_up_on_a_deaf_kernel(limit: int = DEAF_AFTER):
+    """A hook for nbclient: stop the run once ``limit`` cells in a row have timed out.
+
+    A timed-out cell is interrupted; a kernel that ignores the interrupt (a long C call, or code
+    that ignores SIGINT) would otherwise cost ``timeout`` seconds for every remaining cell."""
+    in_a_row = 0
+
+    def hook(cell, cell_index, execute_reply):
+        nonlocal in_a_row
+        content = (execute_reply or {}).get("content", {})
+        in_a_row = in_a_row + 1 if content.get("ename") == "CellTimeoutError" else 0
+        if in_a_row >= limit:
+            raise RuntimeError(f"{limit} cells in a row did not finish within the timeout: the kernel "
+                               f"no longer responds to interrupts")
+
+    return hook
+
+
 def grade_notebook(path, timeout: float = 60.0, kernel_name: str = "python3") -> Submission:
     """Execute one submission in a fresh kernel and grade every exercise it poses."""
     import nbclient
@@ -289,6 +311,7 @@ def grade_notebook(path, timeout: float = 60.0, kernel_name: str = "python3") ->
         nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True, interrupt_on_timeout=True,
         error_on_timeout={"ename": "CellTimeoutError", "evalue": f"stopped after {timeout:g} s",
                           "traceback": []},
+        on_cell_executed=_give_up_on_a_deaf_kernel(),
         resources={"metadata": {"path": str(path.parent.resolve())}})
     failure = None
     try:
@@ -354,14 +377,17 @@ def to_json(subs: list) -> dict:
                             for s in subs]}
 
 
-def grade(paths, json_path=None, timeout: float = 60.0, out=None) -> list:
-    """Grade every submission in ``paths`` (notebooks or folders), print the tables as each
-    finishes, then a summary; write ``json_path`` if given. Returns the Submissions."""
+def grade(paths, json_path=None, timeout: float = 60.0, jobs: int = 1, out=None) -> list:
+    """Grade every submission in ``paths`` (notebooks or folders), ``jobs`` kernels at a time;
+    print each table in order as soon as it is ready, then a summary; write ``json_path`` if
+    given. Returns the Submissions."""
     out = out or sys.stdout
     subs = []
-    for path in find_submissions(paths):
-        subs.append(grade_notebook(path, timeout=timeout))
-        print(table(subs[-1]) + "\n", file=out, flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(grade_notebook, path, timeout) for path in find_submissions(paths)]
+        for future in futures:
+            subs.append(future.result())
+            print(table(subs[-1]) + "\n", file=out, flush=True)
     if len(subs) > 1:
         print(summary(subs), file=out)
     if json_path:
