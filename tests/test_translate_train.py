@@ -44,7 +44,7 @@ def test_loading_a_foreign_npz_names_the_problem(tmp_path):
 
 
 def test_committed_checkpoint_is_small_float32_package_data(committed):
-    path = train.translator_checkpoint_path()
+    path = train.checkpoint_path("translate")
     assert path.is_file() and path.parent.name == "checkpoints" and path.parent.parent.name == "tinyattn"
     size = len(path.read_bytes())
     assert size < 1_000_000, f"{size} bytes"

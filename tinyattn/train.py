@@ -39,6 +39,8 @@ from .threads import set_num_threads
 __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
            "save_checkpoint", "load_checkpoint", "checkpoint_path", "main",
+           "TranslateConfig", "build_translator", "train_translate", "translate_predictions",
+           "translate_exact_match", "save_translator", "load_translator",
            "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
            "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path"]
 
@@ -385,15 +387,49 @@ def train_translate(config: TranslateConfig, log=print):
     return model, result, history
 
 
-def translator_checkpoint_path():
-    """The committed seed-0 translate run: package data ``tinyattn/checkpoints/translate.npz``."""
-    from importlib import resources
-
-    return resources.files("tinyattn") / "checkpoints" / "translate.npz"
-
-
 def save_translator(model, config: TranslateConfig, path) -> None:
     """Write the weights (float32) and the config (JSON in ``__config__``) to an ``.npz``."""
+    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
+    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
+    save(state, path)
+
+
+def load_translator(path=None):
+    """Rebuild a Translator saved by ``save_translator`` (default: the committed checkpoint).
+
+    Returns (model in eval mode, TranslateConfig, the training log dict from the ``.json``
+    beside it, or None when there is none).
+    """
+    path = checkpoint_path("translate") if path is None else path
+    path = Path(path) if isinstance(path, (str, os.PathLike)) else path  # or a package resource
+    with path.open("rb") as f:
+        state = load(f)
+    if "__config__" not in state:
+        raise KeyError(f"{path} has no __config__ entry; it was not written by save_translator")
+    config = TranslateConfig(**json.loads(state.pop("__config__").tobytes().decode()))
+    model = build_translator(config)
+    model.load_state_dict(state)
+    log_file = path.parent / (path.name.rsplit(".", 1)[0] + ".json")
+    log = json.loads(log_file.read_text()) if log_file.is_file() else None
+    return model.eval(), config, log
+
+
+def main_translate(args) -> int:
+    """The ``--task translate`` branch of ``main``."""
+    config = TranslateConfig(seed=args.seed, steps=args.steps or TRANSLATE_STEPS, log_every=args.log_every)
+    print(f"training the date translator for {config.steps} steps (seed {config.seed})", flush=True)
+    model, result, history = train_translate(config, log=lambda line: print(line, flush=True))
+    print(f"held-out exact match {result['test_exact_match']:.4f} on {config.n_test} test dates", flush=True)
+    if args.save:
+        save_translator(model, config, args.save)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
+                         indent=1)
+        atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
+        result["checkpoint"] = os.fspath(args.save)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # language-model tasks: a GPT trained on next-token prediction (``--task add`` / ``induction``)
 # ----------------------------------------------------------------------------------------------
@@ -591,12 +627,10 @@ def train_lm(config: LMConfig, log=print):
 
 
 def lm_checkpoint_path(task: str):
-    """The committed GPT checkpoint of ``task``: package data ``tinyattn/checkpoints/{task}.npz``."""
-    import importlib.resources
-
+    """``checkpoint_path(task)`` for a language-model task (a ValueError for any other task)."""
     if task not in data.LM_TASKS:
         raise ValueError(f"unknown language-model task {task!r}; expected one of {', '.join(data.LM_TASKS)}")
-    return importlib.resources.files("tinyattn") / "checkpoints" / f"{task}.npz"
+    return checkpoint_path(task)
 
 
 def save_gpt(model, config: LMConfig, path) -> None:
@@ -606,36 +640,6 @@ def save_gpt(model, config: LMConfig, path) -> None:
     save(state, path)
 
 
-def load_translator(path=None):
-    """Rebuild a Translator saved by ``save_translator`` (default: the committed checkpoint).
-
-    Returns (model in eval mode, TranslateConfig, the training log dict from the ``.json``
-    beside it, or None when there is none).
-    """
-    path = translator_checkpoint_path() if path is None else path
-    path = Path(path) if isinstance(path, (str, os.PathLike)) else path  # or a package resource
-    with path.open("rb") as f:
-        state = load(f)
-    if "__config__" not in state:
-        raise KeyError(f"{path} has no __config__ entry; it was not written by save_translator")
-    config = TranslateConfig(**json.loads(state.pop("__config__").tobytes().decode()))
-    model = build_translator(config)
-    model.load_state_dict(state)
-    log_file = path.parent / (path.name.rsplit(".", 1)[0] + ".json")
-    log = json.loads(log_file.read_text()) if log_file.is_file() else None
-    return model.eval(), config, log
-
-
-def main_translate(args) -> int:
-    """The ``--task translate`` branch of ``main``."""
-    config = TranslateConfig(seed=args.seed, steps=args.steps or TRANSLATE_STEPS, log_every=args.log_every)
-    print(f"training the date translator for {config.steps} steps (seed {config.seed})", flush=True)
-    model, result, history = train_translate(config, log=lambda line: print(line, flush=True))
-    print(f"held-out exact match {result['test_exact_match']:.4f} on {config.n_test} test dates", flush=True)
-    if args.save:
-        save_translator(model, config, args.save)
-        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
-                         indent=1)
 def load_gpt(path):
     """Rebuild the GPT saved by ``save_gpt``: returns (model in eval mode, LMConfig)."""
     state = load(path)
