@@ -38,7 +38,7 @@ from .threads import set_num_threads
 
 __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "predict", "answer_logits", "lr_factor", "attention_maps", "ideal_overlap",
-           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main",
+           "save_checkpoint", "load_checkpoint", "checkpoint_path", "main", "save_run", "load_run",
            "TranslateConfig", "build_translator", "train_translate", "translate_predictions",
            "translate_exact_match", "save_translator", "load_translator",
            "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
@@ -178,22 +178,35 @@ def train(config: Config, log=print):
     return model, result, history
 
 
-def save_checkpoint(model: TinyEncoder, config: Config, path) -> None:
-    """Write the weights and the config (as a JSON string in ``__config__``) to an ``.npz``."""
-    state = dict(model.state_dict())
+def save_run(model, config, path) -> None:
+    """Write a model's weights (float32) and its config dataclass (JSON in ``__config__``) to an ``.npz``."""
+    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
     state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
     save(state, path)
 
 
-def load_checkpoint(path):
-    """Rebuild the model saved by ``save_checkpoint``: returns (model in eval mode, Config)."""
+def load_run(path, config_type, build):
+    """Rebuild a model written by ``save_run``: returns (model in eval mode, config).
+
+    ``config_type`` is the run's config dataclass and ``build(config)`` makes a fresh model.
+    """
     state = load(path)
     if "__config__" not in state:
-        raise KeyError(f"{path} has no __config__ entry; it was not written by save_checkpoint")
-    config = Config(**json.loads(state.pop("__config__").tobytes().decode()))
-    model = build_model(config)
+        raise KeyError(f"{path} has no __config__ entry; it was not written by python -m tinyattn.train")
+    config = config_type(**json.loads(state.pop("__config__").tobytes().decode()))
+    model = build(config)
     model.load_state_dict(state)
     return model.eval(), config
+
+
+def save_checkpoint(model: TinyEncoder, config: Config, path) -> None:
+    """``save_run`` for a TinyEncoder run."""
+    save_run(model, config, path)
+
+
+def load_checkpoint(path):
+    """Rebuild the TinyEncoder saved by ``save_checkpoint``: returns (model in eval mode, Config)."""
+    return load_run(path, Config, build_model)
 
 
 def checkpoint_path(name: str) -> Path:
@@ -388,10 +401,8 @@ def train_translate(config: TranslateConfig, log=print):
 
 
 def save_translator(model, config: TranslateConfig, path) -> None:
-    """Write the weights (float32) and the config (JSON in ``__config__``) to an ``.npz``."""
-    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
-    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
-    save(state, path)
+    """``save_run`` for a Translator run."""
+    save_run(model, config, path)
 
 
 def load_translator(path=None):
@@ -401,17 +412,11 @@ def load_translator(path=None):
     beside it, or None when there is none).
     """
     path = checkpoint_path("translate") if path is None else path
-    path = Path(path) if isinstance(path, (str, os.PathLike)) else path  # or a package resource
-    with path.open("rb") as f:
-        state = load(f)
-    if "__config__" not in state:
-        raise KeyError(f"{path} has no __config__ entry; it was not written by save_translator")
-    config = TranslateConfig(**json.loads(state.pop("__config__").tobytes().decode()))
-    model = build_translator(config)
-    model.load_state_dict(state)
+    path = Path(path)
+    model, config = load_run(path, TranslateConfig, build_translator)
     log_file = path.parent / (path.name.rsplit(".", 1)[0] + ".json")
     log = json.loads(log_file.read_text()) if log_file.is_file() else None
-    return model.eval(), config, log
+    return model, config, log
 
 
 def main_translate(args) -> int:
@@ -634,21 +639,13 @@ def lm_checkpoint_path(task: str):
 
 
 def save_gpt(model, config: LMConfig, path) -> None:
-    """Write the GPT's weights (float32) and the LMConfig (JSON in ``__config__``) to an ``.npz``."""
-    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
-    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
-    save(state, path)
+    """``save_run`` for a GPT run."""
+    save_run(model, config, path)
 
 
 def load_gpt(path):
     """Rebuild the GPT saved by ``save_gpt``: returns (model in eval mode, LMConfig)."""
-    state = load(path)
-    if "__config__" not in state:
-        raise KeyError(f"{path} has no __config__ entry; it was not written by save_gpt")
-    config = LMConfig(**json.loads(state.pop("__config__").tobytes().decode()))
-    model = build_gpt(config)
-    model.load_state_dict(state)
-    return model.eval(), config
+    return load_run(path, LMConfig, build_gpt)
 
 
 def load_lm_log(task: str) -> dict:
