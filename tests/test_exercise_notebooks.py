@@ -277,7 +277,7 @@ def test_tutorial_solutions_execute_top_to_bottom():
 @pytest.mark.parametrize("path", [p for p in TUTORIAL_SOLUTIONS if p.stem in NEEDS_PRETRAINED],
                          ids=lambda p: p.stem)
 def test_pretrained_tutorial_solutions_execute_top_to_bottom(path):
-    import tinyattn.pretrained as pretrained
+    from tinyattn import pretrained
 
     if not pretrained.is_available():
         pytest.skip(f"{path.name} needs {pretrained.MODEL_NAME}, which is not available offline; "
