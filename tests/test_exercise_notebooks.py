@@ -259,11 +259,17 @@ def test_tutorial_solutions_are_committed_executed_without_errors(path):
     assert all(c.get("outputs") for c in code[1:]), f"{path.name}: a solution cell has no output"
 
 
-def test_tutorial_solutions_execute_top_to_bottom():
-    """The worked-solution notebooks, executed concurrently (one kernel each); every assert holds."""
+# solutions that need the pretrained model on disk (an optional, downloaded input), as in
+# tests/test_notebooks.py
+NEEDS_PRETRAINED = {"tutorial_10"}
+
+
+def _execute_concurrently(paths: list) -> None:
+    """Execute the notebooks concurrently (one kernel each); raise the first error (a
+    CellExecutionError names the cell and the traceback)."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    notebooks = {path: nbformat.read(path, as_version=4) for path in WORKED}
+    notebooks = {path: nbformat.read(path, as_version=4) for path in paths}
 
     async def execute_all():
         clients = [nbclient.NotebookClient(nb, timeout=180, kernel_name="python3",
@@ -274,3 +280,21 @@ def test_tutorial_solutions_execute_top_to_bottom():
     for result in asyncio.run(execute_all()):
         if isinstance(result, BaseException):
             raise result
+
+
+def test_tutorial_solutions_execute_top_to_bottom():
+    """The notebooks that need no download, executed concurrently; every assert in them holds."""
+    paths = [p for p in WORKED if p.stem not in NEEDS_PRETRAINED]
+    assert GOING_FURTHER in paths and len(paths) >= 4
+    _execute_concurrently(paths)
+
+
+@pytest.mark.parametrize("path", [p for p in TUTORIAL_SOLUTIONS if p.stem in NEEDS_PRETRAINED],
+                         ids=lambda p: p.stem)
+def test_pretrained_tutorial_solutions_execute_top_to_bottom(path):
+    from tinyattn import pretrained
+
+    if not pretrained.is_available():
+        pytest.skip(f"{path.name} needs {pretrained.MODEL_NAME}, which is not available offline; "
+                    f"fetch it once with `python -c \"import tinyattn.pretrained as p; p.load()\"`")
+    _execute_concurrently([path])
