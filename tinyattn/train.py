@@ -394,6 +394,11 @@ def translator_checkpoint_path():
 
 def save_translator(model, config: TranslateConfig, path) -> None:
     """Write the weights (float32) and the config (JSON in ``__config__``) to an ``.npz``."""
+    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
+    state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
+    save(state, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # language-model tasks: a GPT trained on next-token prediction (``--task add`` / ``induction``)
 # ----------------------------------------------------------------------------------------------
@@ -636,6 +641,12 @@ def main_translate(args) -> int:
         save_translator(model, config, args.save)
         log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history},
                          indent=1)
+        atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
+        result["checkpoint"] = os.fspath(args.save)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def load_gpt(path):
     """Rebuild the GPT saved by ``save_gpt``: returns (model in eval mode, LMConfig)."""
     state = load(path)
