@@ -72,19 +72,23 @@ def _erf_block(x: np.ndarray) -> np.ndarray:
 def _erf_block_float32(x: np.ndarray) -> np.ndarray:
     """erf on a 1-D float32 block: x clamped to [−4, 4] (erf(4) rounds to 1 in float32), then
     x·P(x²)/Q(x²) with Eigen's single-precision coefficients: within 4.2e-7 of ``math.erf``."""
-    x = np.clip(x, -4.0, 4.0)
+    x = np.minimum(x, np.float32(4.0))
+    np.maximum(x, np.float32(-4.0), out=x)
     z = x * x
-    num = np.full_like(x, _F32_P[0])
-    for c in _F32_P[1:]:
+    num = z * np.float32(_F32_P[0])
+    num += np.float32(_F32_P[1])
+    for c in _F32_P[2:]:
         num *= z
         num += np.float32(c)
     num *= x
-    den = np.full_like(x, _F32_Q[0])
-    for c in _F32_Q[1:]:
+    den = z * np.float32(_F32_Q[0])
+    den += np.float32(_F32_Q[1])
+    for c in _F32_Q[2:]:
         den *= z
         den += np.float32(c)
     num /= den
-    return np.clip(num, -1.0, 1.0, out=num)  # the rational overshoots 1 by an ulp near |x| = 4
+    np.minimum(num, np.float32(1.0), out=num)  # the rational overshoots 1 by an ulp near |x| = 4
+    return np.maximum(num, np.float32(-1.0), out=num)
 
 
 def erf(x) -> np.ndarray:

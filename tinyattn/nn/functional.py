@@ -92,7 +92,9 @@ def gelu(input, approximate: str = "none") -> Tensor:
     x = check_float(input, "input", "gelu")
     d = x.data
     if approximate == "none":
-        cdf = 0.5 * (1.0 + erf(d * (1.0 / math.sqrt(2.0))))
+        cdf = erf(d * (1.0 / math.sqrt(2.0)))  # then Φ(x) = (1 + erf(x / √2)) / 2, in place
+        cdf += 1.0
+        cdf *= 0.5
 
         def backward(g):
             pdf = np.exp(-0.5 * d * d) * (1.0 / math.sqrt(2.0 * math.pi))
