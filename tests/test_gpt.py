@@ -11,7 +11,7 @@ import pytest
 
 import tinyattn as ta
 from tinyattn.models import GPT
-from tests.helpers import import_torch
+from helpers import import_torch
 
 V, BLOCK = 11, 12
 
