@@ -160,6 +160,14 @@ def test_hints_climb_a_ladder_that_stops_before_the_solution(path):
 SOLVED = sorted((ROOT / "notebooks" / "exercises" / "solutions").glob("0*.ipynb"))
 
 
+def _executed_code_cells(nb: dict) -> list:
+    """The non-empty code cells, after checking they ran top to bottom without an error output."""
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return code
+
+
 def test_every_exercise_notebook_has_a_solved_twin():
     assert [p.name for p in SOLVED] == [p.name for p in NOTEBOOKS]
 
@@ -168,9 +176,7 @@ def test_every_exercise_notebook_has_a_solved_twin():
 def test_solved_notebook_is_committed_executed_with_every_check_passing_and_explained(path):
     """tests/test_grader.py executes these notebooks (they score full marks); here, what is committed."""
     nb = _load(path)
-    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
-    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
-    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    _executed_code_cells(nb)
     cells = nb["cells"]
     for i, cell in enumerate(cells):
         tags = cell.get("metadata", {}).get("tags", [])
@@ -252,10 +258,7 @@ def test_every_going_further_exercise_has_a_worked_solution_that_quotes_it():
 
 @pytest.mark.parametrize("path", WORKED, ids=lambda p: p.stem)
 def test_tutorial_solutions_are_committed_executed_without_errors(path):
-    nb = _load(path)
-    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
-    assert [c.get("execution_count") for c in code] == list(range(1, len(code) + 1))
-    assert not [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    code = _executed_code_cells(_load(path))
     assert all(c.get("outputs") for c in code[1:]), f"{path.name}: a solution cell has no output"
 
 
