@@ -156,6 +156,24 @@ def test_layer_norm_fused_equals_primitives_and_gradchecks(normalized_shape):
     np.testing.assert_allclose(out.var(axes), 1 / (1 + eps / x.data.var(axes)), rtol=1e-9)
 
 
+def test_layer_norm_without_a_graph_scales_in_place_and_gives_the_same_numbers():
+    """With no backward to feed, x̂ is scaled in place: same output, input untouched; when only
+    the affine weights need gradients, x̂ is still kept for them."""
+    x, w, b = t64(RNG, 3, 4, 5), t64(RNG, 5), t64(RNG, 5)
+    x0 = x.data.copy()
+    with_graph = F.layer_norm(ta.tensor(x.data, requires_grad=True), 5, w, b).data
+    with ta.no_grad():
+        without = F.layer_norm(x, 5, w, b).data
+    assert np.array_equal(with_graph, without) and np.array_equal(x.data, x0)
+    want = layer_norm_by_primitives(x, 1, w, b, 1e-5)
+    g = np.cos(want.data)
+    want.backward(g)
+    w2, b2 = ta.tensor(w.data, requires_grad=True), ta.tensor(b.data, requires_grad=True)
+    F.layer_norm(ta.tensor(x.data), 5, w2, b2).backward(g)  # x needs no gradient, w and b do
+    np.testing.assert_allclose(w2.grad, w.grad, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b2.grad, b.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_layer_norm_shape_errors():
     with pytest.raises(ValueError, match=r"\(2, 3\) does not end in normalized_shape \(4,\)"):
         F.layer_norm(ta.randn(2, 3), 4)

@@ -8,6 +8,8 @@ dropout (the same keep mask: both draw it before the dispatch), tiles of any siz
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -139,6 +141,28 @@ def test_erf_kernel_is_what_gelu_uses():
     x = np.linspace(-7, 7, 1001)
     assert F.erf is kernels.erf
     assert_close(F.gelu(ta.tensor(x)), x * 0.5 * (1 + kernels.erf(x / np.sqrt(2))), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("size", [1, 1000, 3 * (1 << 16) + 5], ids=["one", "small", "several-blocks"])
+def test_gelu_kernel_gives_the_references_bits(dtype, size):
+    """Blockwise GELU == the reference's full-array formula, bit for bit, forward and backward;
+    without a graph it keeps no Φ."""
+    x = (np.random.default_rng(size).standard_normal(size) * 4).astype(dtype).reshape(-1, 1)
+    results = []
+    for use_kernel in (True, False):
+        t = ta.tensor(x, requires_grad=True)
+        with contextlib.nullcontext() if use_kernel else kernels.disabled():
+            y = F.gelu(t)
+        y.backward(np.cos(x))
+        results.append((y.data, t.grad))
+    (yk, gk), (yr, gr) = results
+    assert yk.dtype == yr.dtype == dtype and yk.shape == x.shape
+    assert np.array_equal(yk, yr) and np.array_equal(gk, gr)
+    out, cdf = kernels.gelu(x, keep_cdf=False)
+    assert cdf is None and np.array_equal(out, yr)
+    with ta.no_grad():
+        assert np.array_equal(F.gelu(ta.tensor(x, requires_grad=True)).data, yr)
 
 
 def test_float32_erf_is_within_half_a_micro_of_math_erf():

@@ -1,4 +1,4 @@
-"""erf for NumPy arrays: NumPy has none and SciPy is not a dependency (exact GELU needs it).
+"""erf for NumPy arrays (NumPy has none and SciPy is not a dependency), and the exact GELU built on it.
 
 W. J. Cody's rational approximations (1969), as in SPECFUN's CALERF, vectorized: within a few
 ulp of ``math.erf`` in float64 (checked in the tests); float32 arrays use a cheaper
@@ -6,13 +6,20 @@ single-precision rational (Eigen's). Two measured tricks make the float64 path a
 than the first, straightforward version: the polynomials are evaluated by Horner's rule in place
 on two arrays, and the input is processed in blocks of 65,536 elements so one block's
 temporaries stay in cache.
+
+``gelu`` is the fast path of ``nn.functional.gelu(approximate="none")``: the same operations in
+the same order, so the same bits, but done block by block, so x/√2, erf, Φ and x·Φ of one block
+stay in cache and the full-size temporaries are never allocated (a fresh multi-megabyte array
+costs page faults as well as memory traffic). Φ is kept only when the backward will need it.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["erf"]
+__all__ = ["erf", "gelu"]
 
 _ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
           3.20937758913846947e03, 1.85777706184603153e-1)
@@ -107,3 +114,25 @@ def erf(x) -> np.ndarray:
     for i in range(0, flat.size, _BLOCK):
         out[i:i + _BLOCK] = block(flat[i:i + _BLOCK])
     return out.reshape(x.shape)
+
+
+def gelu(x: np.ndarray, keep_cdf: bool = True) -> tuple:
+    """The exact GELU x·Φ(x), Φ(x) = (1 + erf(x/√2)) / 2, of a float array, block by block.
+
+    Returns (x·Φ(x), Φ(x)), both shaped like ``x`` (Φ is None when ``keep_cdf`` is False): the
+    same bits as the full-array formula of ``nn.functional.gelu``, since each element goes through
+    the same operations.
+    """
+    block = _erf_block_float32 if x.dtype == np.float32 else _erf_block
+    flat = x.reshape(-1)
+    out = np.empty_like(flat)
+    cdf = np.empty_like(flat) if keep_cdf else None
+    for i in range(0, flat.size, _BLOCK):
+        xb = flat[i:i + _BLOCK]
+        c = block(xb * (1.0 / math.sqrt(2.0)))  # erf(x / √2), then Φ in place
+        c += 1.0
+        c *= 0.5
+        np.multiply(xb, c, out=out[i:i + _BLOCK])
+        if cdf is not None:
+            cdf[i:i + _BLOCK] = c
+    return out.reshape(x.shape), None if cdf is None else cdf.reshape(x.shape)

@@ -92,15 +92,19 @@ def gelu(input, approximate: str = "none") -> Tensor:
     x = check_float(input, "input", "gelu")
     d = x.data
     if approximate == "none":
-        cdf = erf(d * (1.0 / math.sqrt(2.0)))  # then Φ(x) = (1 + erf(x / √2)) / 2, in place
-        cdf += 1.0
-        cdf *= 0.5
+        if kernels.ENABLED:  # the same bits, computed block by block in cache (kernels/erf.py)
+            y, cdf = kernels.gelu(d, keep_cdf=x.requires_grad and autograd.is_grad_enabled())
+        else:
+            cdf = erf(d * (1.0 / math.sqrt(2.0)))  # then Φ(x) = (1 + erf(x / √2)) / 2, in place
+            cdf += 1.0
+            cdf *= 0.5
+            y = d * cdf
 
         def backward(g):
             pdf = np.exp(-0.5 * d * d) * (1.0 / math.sqrt(2.0 * math.pi))
             return (g * (cdf + d * pdf),)
 
-        return Tensor.from_op(d * cdf, (x,), backward, "gelu")
+        return Tensor.from_op(y, (x,), backward, "gelu")
     if approximate == "tanh":
         k = math.sqrt(2.0 / math.pi)
         inner = k * (d + 0.044715 * d * d * d)
@@ -188,11 +192,13 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     xhat = d - mu  # (M, n), normalized in place below
     rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (M, 1)
     xhat *= rstd
-    y = xhat * w.data.reshape(-1) if w is not None else xhat.copy()
+    affine = tuple(p for p in (w, b) if p is not None)
+    needs_xhat = autograd.is_grad_enabled() and any(t.requires_grad for t in (x,) + affine)
+    y = xhat.copy() if needs_xhat else xhat  # the backward needs x̂; without one, scale it in place
+    if w is not None:
+        y *= w.data.reshape(-1)
     if b is not None:
         y += b.data.reshape(-1)
-
-    affine = tuple(p for p in (w, b) if p is not None)
 
     def backward(g):
         g2 = g.reshape(-1, n)  # (M, n)
