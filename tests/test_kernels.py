@@ -104,9 +104,40 @@ def test_reference_matches_closed_form_numpy():
                             qkv(N=1, H=1))
 
 
-@pytest.mark.parametrize("tile_bytes", [8 * 5 * 7 * 3, 8 * 7 * 2, 1])
+@pytest.mark.parametrize("batch", [(), (4,), (2, 3, 2)], ids=["no-batch", "3-D", "5-D"])
+def test_kernel_equals_reference_for_any_number_of_batch_axes(batch):
+    q, k, v = (t64(RNG, *batch, n, e) for n, e in ((5, 4), (7, 4), (7, 6)))
+    mask = RNG.random(batch[-1:] + (5, 7)) < 0.3  # broadcast over the leading batch axes
+    results = run_both(lambda a, b, c: F.scaled_dot_product_attention(
+        a, b, c, ~mask, return_weights=True), q, k, v)
+    assert_paths_equal(results, f"batch {batch}")
+
+
+def test_kernel_reads_heads_split_off_a_projection_without_copying_them(monkeypatch):
+    """q, k, v as MultiheadAttention makes them, (N, L, H, D) transposed to (N, H, L, D): strided
+    views. The kernel hands them to matmul as they are (no copy) and gets the reference's values."""
+    N, L, H, D = 2, 5, 3, 4
+    proj = [RNG.standard_normal((N, L, H * D)) for _ in range(3)]
+    heads = [ta.Tensor(x.reshape(N, L, H, D).transpose(0, 2, 1, 3)) for x in proj]
+    assert not heads[0].data.flags.c_contiguous and np.shares_memory(heads[0].data, proj[0])
+    with kernels.disabled():
+        want = F.scaled_dot_product_attention(*heads).data
+    seen = []
+    real_matmul = np.matmul
+    monkeypatch.setattr(kernel_module.np, "matmul", lambda a, b, **kw: (
+        seen.append((np.shares_memory(a, proj[0]), np.shares_memory(b, proj[1]) or np.shares_memory(b, proj[2]))),
+        real_matmul(a, b, **kw))[1])
+    got = F.scaled_dot_product_attention(*heads).data
+    monkeypatch.undo()
+    assert [k_or_v for _, k_or_v in seen] == [True, True], "K, then V, enter their matmuls as views"
+    assert seen[0][0], "so does Q"
+    assert_close(got, want, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("tile_bytes", [8 * 5 * 7 * 3, 8 * 5 * 7 * 2, 8 * 7 * 2, 1])
 def test_kernel_tiles_change_nothing(monkeypatch, tile_bytes):
-    """Several matrices per tile, a few rows per tile, one row per tile: same values and gradients."""
+    """A row of matrices per tile, two matrices per tile, a few rows, one row: same values and
+    gradients."""
     q, k, v = qkv()
     fmask = ta.tensor(RNG.standard_normal((2, 1, 5, 7)), requires_grad=True)
     bmask = MASKS["bool-full-rows"]
