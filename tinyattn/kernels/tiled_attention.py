@@ -25,15 +25,16 @@ machine of ``benchmarks/README.md``:
 5. **Heads are read where they lie.** MultiheadAttention's heads are (N, L, H, D) projections
    viewed as (N, H, L, D): strided. Flattening the batch to one axis would copy all three; the
    kernel keeps two batch axes (everything before the heads, and the heads), which any view
-   allows, and ``matmul`` reads the strided matrices directly. For all-MiniLM-L6-v2 encoding 64
+   allows, and ``matmul`` reads the strided matrices directly (Q is scaled tile by tile anyway). For all-MiniLM-L6-v2 encoding 64
    sentences (``benchmarks/pretrained.py``) this cut the attention's time from about 80 to 55 ms
    and the page faults of the whole encode from 37,500 to 25,800: a fresh multi-megabyte copy
    costs a page fault for every 4 KiB it touches.
 
 Together they buy (``python benchmarks/attention.py --runs 5``, quiet 2-core machine): the SDPA
-forward of shape (8, 8, 512, 64) runs 1.91× faster than the reference (1.80–2.05× over 5 runs),
-within 1.44× of its two raw matrix products; a whole encoder layer, forward and backward, 1.05×
-faster (its time is mostly the projections' GEMMs). The tricks were not timed one by one.
+forward of shape (8, 8, 512, 64) runs 1.62× faster than the reference (1.60–1.83× over 5 runs),
+within 1.28× of its two raw matrix products; a whole encoder layer, forward and backward, about
+as fast either way (1.02×: its time is mostly the projections' GEMMs). On an earlier machine the
+same script gave 1.91× and 1.44×. Only trick 5 was timed on its own (above).
 """
 
 from __future__ import annotations
@@ -79,8 +80,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, allowed, bias, keep, scale: float
     def forward_tile(gs, rs):
         t = (*gs, rs)  # one cache-sized tile: some matrices, some of their rows
         x = X[t]  # (b0, b1, r, S)
-        np.matmul(Q[t], np.swapaxes(K[gs], -1, -2), out=x)
-        x *= scale_
+        np.matmul(Q[t] * scale_, np.swapaxes(K[gs], -1, -2), out=x)  # scale the (r, E) side: E ≤ S
         if B is not None:
             x += B[t]
         if blocked is not None:
