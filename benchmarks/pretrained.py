@@ -78,6 +78,21 @@ def profile_table(fn, top: int = 12) -> tuple:
     return lines, total
 
 
+def torch_profile_table(torch, fn, top: int = 6) -> tuple:
+    """torch.profiler on ``fn()``: (markdown rows of the top PyTorch ops by own CPU time, total seconds)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    lines = ["| PyTorch op | calls | own ms | own % |", "|---|---:|---:|---:|"]
+    for e in events[:top]:
+        own = e.self_cpu_time_total / 1e6
+        lines.append(f"| `{e.key}` | {e.count} | {own * 1e3:.1f} | {100 * own / total:.0f} % |")
+    return lines, total
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=9)
@@ -106,6 +121,9 @@ def main(argv=None) -> None:
         times.update(interleaved_medians(hf_fns, repeat=args.repeat))
     progress("profiling tinyattn ...")
     prof_lines, prof_total = profile_table(lambda: model.encode(sentences))
+    if torch is not None:
+        progress("profiling Hugging Face ...")
+        hf_lines, hf_total = torch_profile_table(torch, lambda: hf_encode(sentences))
     base = times["tinyattn"]
     lines = [f"all-MiniLM-L6-v2 (6 layers, 12 heads, width 384) encodes {len(sentences)} sentences of "
              f"{min(lengths)}–{max(lengths)} tokens (mean {np.mean(lengths):.1f}, with [CLS] and [SEP]): "
@@ -121,6 +139,9 @@ def main(argv=None) -> None:
                       f"(target ≤ 1.5×, aim ≤ 1.0×); the embeddings agree to {err:.0e}."]
     lines += ["", f"Where tinyattn's time goes (cProfile, one encode, {prof_total * 1e3:.0f} ms under the "
                   f"profiler; own time of the top functions):", ""] + prof_lines
+    if torch is not None:
+        lines += ["", f"And Hugging Face's (torch.profiler, one encode, {hf_total * 1e3:.0f} ms of PyTorch ops; "
+                      f"`aten::addmm` is its matrix products, `linear` above is tinyattn's):", ""] + hf_lines
     lines += ["", f"Command: `python benchmarks/pretrained.py --threads {args.threads}`"]
     text = "\n".join(lines)
     print(text)

@@ -175,9 +175,10 @@ def test_erf_kernel_is_what_gelu_uses():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("size", [1, 1000, 3 * (1 << 16) + 5], ids=["one", "small", "several-blocks"])
-def test_gelu_kernel_gives_the_references_bits(dtype, size):
-    """Blockwise GELU == the reference's full-array formula, bit for bit, forward and backward;
-    without a graph it keeps no Φ."""
+def test_gelu_kernel_equals_the_reference(dtype, size):
+    """Blockwise GELU == the reference's full-array formula, forward and backward: the same bits in
+    float64; in float32 (whose Φ has the constants folded in) as close as their two errors allow.
+    Without a graph it keeps no Φ."""
     x = (np.random.default_rng(size).standard_normal(size) * 4).astype(dtype).reshape(-1, 1)
     results = []
     for use_kernel in (True, False):
@@ -188,11 +189,27 @@ def test_gelu_kernel_gives_the_references_bits(dtype, size):
         results.append((y.data, t.grad))
     (yk, gk), (yr, gr) = results
     assert yk.dtype == yr.dtype == dtype and yk.shape == x.shape
-    assert np.array_equal(yk, yr) and np.array_equal(gk, gr)
+    if dtype == np.float64:
+        assert np.array_equal(yk, yr) and np.array_equal(gk, gr)
+    else:  # both Φs are within 2.6e-7 of the exact one (the test below and the erf test)
+        bound = 5.2e-7 * np.maximum(1, np.abs(x))
+        assert np.all(np.abs(yk - yr) <= bound) and np.all(np.abs(gk - gr) <= bound)
     out, cdf = kernels.gelu(x, keep_cdf=False)
-    assert cdf is None and np.array_equal(out, yr)
+    assert cdf is None and np.array_equal(out, yk)
     with ta.no_grad():
-        assert np.array_equal(F.gelu(ta.tensor(x, requires_grad=True)).data, yr)
+        assert np.array_equal(F.gelu(ta.tensor(x, requires_grad=True)).data, yk)
+
+
+def test_float32_gelu_kernel_is_within_a_quarter_micro_of_the_exact_cdf():
+    import math
+
+    x = np.concatenate([np.linspace(-12, 12, 40001), [0.0, -0.0, 5.65, -5.66, 1e-30]]).astype(np.float32)
+    y, cdf = kernels.gelu(x)
+    exact = np.array([0.5 * (1 + math.erf(float(v) / math.sqrt(2))) for v in x])
+    assert cdf.dtype == y.dtype == np.float32
+    assert np.abs(cdf - exact).max() < 2.6e-7
+    assert np.all((0 <= cdf) & (cdf <= 1)) and cdf[0] == 0 and cdf[-6] == 1
+    assert np.abs(y - x * exact).max() / np.abs(x).max() < 2.6e-7
 
 
 def test_float32_erf_is_within_half_a_micro_of_math_erf():

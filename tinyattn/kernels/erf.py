@@ -7,10 +7,11 @@ than the first, straightforward version: the polynomials are evaluated by Horner
 on two arrays, and the input is processed in blocks of 65,536 elements so one block's
 temporaries stay in cache.
 
-``gelu`` is the fast path of ``nn.functional.gelu(approximate="none")``: the same operations in
-the same order, so the same bits, but done block by block, so x/√2, erf, Φ and x·Φ of one block
-stay in cache and the full-size temporaries are never allocated (a fresh multi-megabyte array
-costs page faults as well as memory traffic). Φ is kept only when the backward will need it.
+``gelu`` is the fast path of ``nn.functional.gelu(approximate="none")``, done block by block, so
+x/√2, erf, Φ and x·Φ of one block stay in cache and the full-size temporaries are never allocated
+(a fresh multi-megabyte array costs page faults as well as memory traffic); Φ is kept only when
+the backward will need it. In float64 it does the reference's operations, so it gives its bits; in
+float32 the 1/√2 and the 1/2 of Φ are folded into the rational's coefficients.
 """
 
 from __future__ import annotations
@@ -116,22 +117,58 @@ def erf(x) -> np.ndarray:
     return out.reshape(x.shape)
 
 
+def _cdf_block(x: np.ndarray) -> np.ndarray:
+    """Φ(x) = (1 + erf(x/√2)) / 2 on a 1-D float block, as the reference writes it."""
+    c = _erf_block(x * (1.0 / math.sqrt(2.0)))
+    c += 1.0
+    c *= 0.5
+    return c
+
+
+# float32 Φ(x) = 1/2 + x·P'(x²)/Q'(x²): Eigen's rational for erf(u), u = x/√2, with the 1/√2 and the
+# 1/2 folded into the coefficients (u² = x²/2, so a coefficient of z^k is divided by 2^k), which
+# saves three passes over every block
+_PHI_P = tuple(np.float32(c * 0.5 / math.sqrt(2.0) / 2.0 ** (len(_F32_P) - 1 - i)) for i, c in enumerate(_F32_P))
+_PHI_Q = tuple(np.float32(c / 2.0 ** (len(_F32_Q) - 1 - i)) for i, c in enumerate(_F32_Q))
+
+
+def _cdf_block_float32(x: np.ndarray) -> np.ndarray:
+    """Φ(x) on a 1-D float32 block: x clamped to ±4√2 (Φ rounds to 0 or 1 beyond), then
+    1/2 + x·P'(x²)/Q'(x²); within 2.5e-7 of the exact Φ."""
+    lim = np.float32(4.0 * math.sqrt(2.0))
+    x = np.clip(x, -lim, lim)
+    z = x * x
+    num = z * _PHI_P[0]
+    num += _PHI_P[1]
+    for c in _PHI_P[2:]:
+        num *= z
+        num += c
+    num *= x
+    den = z * _PHI_Q[0]
+    den += _PHI_Q[1]
+    for c in _PHI_Q[2:]:
+        den *= z
+        den += c
+    num /= den
+    num += np.float32(0.5)
+    return np.clip(num, np.float32(0.0), np.float32(1.0), out=num)  # the rational overshoots by an ulp
+
+
 def gelu(x: np.ndarray, keep_cdf: bool = True) -> tuple:
     """The exact GELU x·Φ(x), Φ(x) = (1 + erf(x/√2)) / 2, of a float array, block by block.
 
-    Returns (x·Φ(x), Φ(x)), both shaped like ``x`` (Φ is None when ``keep_cdf`` is False): the
-    same bits as the full-array formula of ``nn.functional.gelu``, since each element goes through
-    the same operations.
+    Returns (x·Φ(x), Φ(x)), both shaped like ``x`` (Φ is None when ``keep_cdf`` is False). In
+    float64 these are the same bits as the full-array formula of ``nn.functional.gelu`` (each
+    element goes through the same operations); float32 evaluates Φ with the constants folded into
+    the rational, so it may differ from the reference by an ulp or two.
     """
-    block = _erf_block_float32 if x.dtype == np.float32 else _erf_block
+    cdf_block = _cdf_block_float32 if x.dtype == np.float32 else _cdf_block
     flat = x.reshape(-1)
     out = np.empty_like(flat)
     cdf = np.empty_like(flat) if keep_cdf else None
     for i in range(0, flat.size, _BLOCK):
         xb = flat[i:i + _BLOCK]
-        c = block(xb * (1.0 / math.sqrt(2.0)))  # erf(x / √2), then Φ in place
-        c += 1.0
-        c *= 0.5
+        c = cdf_block(xb)
         np.multiply(xb, c, out=out[i:i + _BLOCK])
         if cdf is not None:
             cdf[i:i + _BLOCK] = c
