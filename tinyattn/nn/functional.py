@@ -92,7 +92,7 @@ def gelu(input, approximate: str = "none") -> Tensor:
     x = check_float(input, "input", "gelu")
     d = x.data
     if approximate == "none":
-        if kernels.ENABLED:  # the same bits, computed block by block in cache (kernels/erf.py)
+        if kernels.ENABLED:  # the same values block by block, in cache (kernels/erf.py)
             y, cdf = kernels.gelu(d, keep_cdf=x.requires_grad and autograd.is_grad_enabled())
         else:
             cdf = erf(d * (1.0 / math.sqrt(2.0)))  # then Φ(x) = (1 + erf(x / √2)) / 2, in place
