@@ -25,10 +25,11 @@ machine of ``benchmarks/README.md``:
 5. **Heads are read where they lie.** MultiheadAttention's heads are (N, L, H, D) projections
    viewed as (N, H, L, D): strided. Flattening the batch to one axis would copy all three; the
    kernel keeps two batch axes (everything before the heads, and the heads), which any view
-   allows, and ``matmul`` reads the strided matrices directly (Q is scaled tile by tile anyway). For all-MiniLM-L6-v2 encoding 64
-   sentences (``benchmarks/pretrained.py``) this cut the attention's time from about 80 to 55 ms
-   and the page faults of the whole encode from 37,500 to 25,800: a fresh multi-megabyte copy
-   costs a page fault for every 4 KiB it touches.
+   allows, and ``matmul`` reads the strided matrices directly (Q is scaled tile by tile anyway).
+   For all-MiniLM-L6-v2 encoding 64 sentences (``benchmarks/pretrained.py``; the old and new
+   kernel alternating in one process, medians of 9) this cut the attention's time from about 100
+   to 65 ms and the page faults of the whole encode from 37,500 to 28,300: a fresh
+   multi-megabyte copy costs a page fault for every 4 KiB it touches.
 
 Together they buy (``python benchmarks/attention.py --runs 5``, quiet 2-core machine): the SDPA
 forward of shape (8, 8, 512, 64) runs 1.62× faster than the reference (1.60–1.83× over 5 runs),
@@ -54,7 +55,7 @@ TILE_BYTES = 1 << 20  # one tile of scores: about a core's L2 cache
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, allowed, bias, keep, scale: float,
-               return_weights: bool = False):
+              return_weights: bool = False):
     """softmax(scale·Q Kᵀ + bias, masked where not ``allowed``) V, tiled and threaded.
 
     q (..., L, E), k (..., S, E), v (..., S, Ev) tensors (key/value heads already repeated for
