@@ -37,7 +37,7 @@ def _with(nb, replacements: dict):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of seven submissions with the CLI, three at a time: (stdout, json)."""
+    """Grade a folder of eight submissions with the CLI, three at a time: (stdout, json)."""
     folder = tmp_path_factory.mktemp("submissions")
     solved_01 = nbformat.read(SOLVED[0], as_version=4)
     for path in SOLVED:
@@ -54,6 +54,8 @@ def graded(tmp_path_factory):
         "softmax_backward": "def my_softmax_backward(dout, p):\n    return dout\n",
         "scaled_dot_product_attention": "raise RuntimeError('half-finished cell')\n"}),
         folder / "erin_broken.ipynb")
+    nbformat.write(_with(solved_01, {"softmax_backward": "while True:\n    pass\n"}),
+                   folder / "frank_loops_at_top_level.ipynb")
     results = folder / "results.json"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(folder),
@@ -76,7 +78,8 @@ def test_a_folder_gives_one_json_entry_per_student_in_gradescope_shape(graded):
     _, data = graded
     names = [s["submission"] for s in data["submissions"]]
     assert names == sorted([f"alice_{p.name}" for p in SOLVED] + [
-        "bob_untouched.ipynb", "carol_loops.ipynb", "dave_calls_tinyattn.ipynb", "erin_broken.ipynb"])
+        "bob_untouched.ipynb", "carol_loops.ipynb", "dave_calls_tinyattn.ipynb", "erin_broken.ipynb",
+        "frank_loops_at_top_level.ipynb"])
     for sub in data["submissions"]:
         assert set(sub) == {"submission", "score", "max_score", "output", "tests"}
         assert sub["score"] == sum(t["score"] for t in sub["tests"])
@@ -106,9 +109,27 @@ def test_an_infinite_loop_is_stopped_at_the_timeout_and_the_rest_still_graded(gr
     out, data = graded
     tests = _tests(_submission(data, "carol_loops.ipynb"))
     assert tests["softmax"]["score"] == 0.0
-    assert tests["softmax"]["output"].startswith(f"timeout: stopped after {TIMEOUT} s"), tests["softmax"]
+    assert tests["softmax"]["output"].startswith(f"timeout: stopped after {TIMEOUT} s (the time limit): "
+                                                 f"softmax did not return"), tests["softmax"]
     assert tests["softmax_backward"]["score"] == tests["scaled_dot_product_attention"]["score"] == 1.0
     assert "carol_loops.ipynb: 2 / 3" in out
+
+
+def test_a_cell_stopped_by_the_time_limit_is_reported_as_such_not_as_the_students_interrupt(graded):
+    """A top-level loop is interrupted by the grader: the table, the JSON and the note say so."""
+    out, data = graded
+    sub = _submission(data, "frank_loops_at_top_level.ipynb")
+    tests = _tests(sub)
+    stopped = f"stopped after {TIMEOUT} s (the time limit)"
+    assert tests["softmax"]["score"] == 1.0 and tests["scaled_dot_product_attention"]["score"] == 1.0
+    backward = tests["softmax_backward"]
+    assert backward["score"] == 0.0 and backward["output"].startswith("missing: "), backward
+    assert f"(while True:) {stopped}" in backward["output"], backward
+    assert f"the notebook's own code: cell " in sub["output"] and f"(while True:) {stopped}" in sub["output"]
+    block = out.split("frank_loops_at_top_level.ipynb: 2 / 3")[1].split("\n\n")[0]
+    assert stopped in block, block
+    assert "KeyboardInterrupt" not in out.split("frank_loops_at_top_level.ipynb")[1].split("\n\n")[0]
+    assert "KeyboardInterrupt" not in json.dumps(sub)
 
 
 def test_calling_tinyattns_own_implementation_is_flagged(graded):

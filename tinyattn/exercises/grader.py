@@ -248,6 +248,21 @@ def _printed(cell) -> int:
     return sum(len(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
+TIMED_OUT = ("KeyboardInterrupt", "CellTimeoutError")  # what an interrupted cell records
+
+
+def _stopped(timeout: float) -> str:
+    return f"stopped after {timeout:g} s (the time limit)"
+
+
+def _what_happened(where: str, error: dict, timeout: float) -> str:
+    """``where`` raised its error, or was stopped by the time limit (the interrupt is the grader's,
+    so it is not reported as the student's KeyboardInterrupt)."""
+    if error.get("ename") in TIMED_OUT:
+        return f"{where} {_stopped(timeout)}"
+    return f"{where} raised {error.get('ename')}: {error.get('evalue')}"
+
+
 def _collect(cell, name: str, timeout: float, student_errors: list, failure: str | None) -> Result:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "display_data" and MIME in out.get("data", {}):
@@ -258,9 +273,8 @@ def _collect(cell, name: str, timeout: float, student_errors: list, failure: str
                 res.output += "; " + student_errors[0]
             return res
     errors = _errors(cell)
-    if any(e.get("ename") in ("KeyboardInterrupt", "CellTimeoutError") for e in errors):
-        return Result(name, "timeout", 0.0, f"stopped after {timeout:g} s: {name} did not return "
-                                            f"(an infinite loop?)")
+    if any(e.get("ename") in TIMED_OUT for e in errors):
+        return Result(name, "timeout", 0.0, f"{_stopped(timeout)}: {name} did not return (an infinite loop?)")
     if errors:
         return Result(name, "error", 0.0, f"the grading cell raised {errors[0].get('ename')}: "
                                           f"{errors[0].get('evalue')}")
@@ -320,10 +334,9 @@ def grade_notebook(path, timeout: float = 60.0, kernel_name: str = "python3") ->
         failure = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     notes = [f"execution stopped: {failure}"] if failure else []
     student = [c for c in cells if c.cell_type == "code"]
-    errors = [f"cell {number[id(c)]} ({_first_line(c)}) raised {e.get('ename')}: {e.get('evalue')}"
+    errors = [_what_happened(f"cell {number[id(c)]} ({_first_line(c)})", e, timeout)
               for c in student for e in _errors(c)][:3]
-    timed_out = [e for e in errors if "CellTimeoutError" in e or "KeyboardInterrupt" in e]
-    notes += [f"the notebook's own code: {e}" for e in timed_out]
+    notes += [f"the notebook's own code: {e}" for e in errors if e.endswith(_stopped(timeout))]
     printed = sum(_printed(c) for c in student)
     if printed > PRINT_LIMIT:
         notes.append(f"the notebook printed {printed:,} characters (not shown)")
