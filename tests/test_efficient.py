@@ -116,13 +116,13 @@ def test_flash_tile_map_closed_form():
 @pytest.mark.parametrize("causal", [False, True])
 def test_flash_computes_exactly_the_tiles_of_its_map(monkeypatch, causal):
     calls = []
-    original = eff._tile_scores
+    original = eff.flash._tile_scores
 
     def counting(qb, kb, r0, c0, kind):
         calls.append((r0, c0, kind))
         return original(qb, kb, r0, c0, kind)
 
-    monkeypatch.setattr(eff, "_tile_scores", counting)
+    monkeypatch.setattr(eff.flash, "_tile_scores", counting)
     rng = np.random.default_rng(4)
     q, k, v = qkv(rng, 45, 45, lead=(1,))
     eff.flash_attention(q, k, v, is_causal=causal, block_size=10).sum().backward()
@@ -302,8 +302,8 @@ def linear_blocks(request, monkeypatch):
     """Run with the library's block sizes, and with tiny ones so that every case crosses many
     row blocks (the state carried from block to block) and chunks."""
     if request.param == "small blocks":
-        monkeypatch.setattr(eff, "_ROWS", 12)
-        monkeypatch.setattr(eff, "_CHUNK", 5)
+        monkeypatch.setattr(eff.linear, "_ROWS", 12)
+        monkeypatch.setattr(eff.linear, "_CHUNK", 5)
 
 
 @pytest.mark.parametrize("N,S,causal", LINEAR_CASES)

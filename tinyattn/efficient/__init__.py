@@ -1,0 +1,34 @@
+"""Efficient attention: the same (or a cheaper) attention without the L x S score matrix.
+
+One file per variant, each with its formula and paper in the docstring, a readable forward, a
+backward, and what it claims (exact, exact under its mask, unbiased, approximate with a bound):
+
+- ``flash``: exact softmax attention tile by tile with the online softmax (Dao et al. 2022).
+- ``sliding_window``: exact attention under a band mask, O(L · window).
+- ``linear``: kernelized attention with φ = elu + 1 (Katharopoulos et al. 2020), O(L).
+- ``gqa``: grouped-query attention (MHA, GQA, MQA) and the KV cache for decoding.
+
+``registry`` holds every variant by name with its claims (``variants()``, ``get(name)``); adding
+one is a new file that ends with ``register(Variant(...))`` and one import line below.
+
+Inputs of the attention functions are (B, H, L, D) tensors; any leading dims work as long as
+query, key and value share them.
+"""
+
+from __future__ import annotations
+
+from . import registry
+from .flash import TILE_FULL, TILE_MASKED, TILE_SKIPPED, flash_attention, flash_tile_kinds
+from .gqa import GroupedQueryAttention, KVCache, kv_cache_bytes
+from .linear import elu_feature_map, linear_attention, linear_attention_weights
+from .registry import Variant, get, register, variants
+from .sliding_window import sliding_window_attention, sliding_window_mask, sliding_window_tiles
+
+__all__ = [
+    "flash_attention", "flash_tile_kinds", "sliding_window_attention", "sliding_window_mask",
+    "sliding_window_tiles",
+    "linear_attention", "linear_attention_weights", "elu_feature_map",
+    "GroupedQueryAttention", "KVCache", "kv_cache_bytes",
+    "TILE_SKIPPED", "TILE_MASKED", "TILE_FULL",
+    "registry", "Variant", "register", "variants", "get",
+]
