@@ -537,3 +537,27 @@ def test_below_diagonal_clip_of_a_tile():
     area = 0.5 * abs(sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(kept, kept[1:] + kept[:1])))
     assert area == 8.0 and all(x <= y for x, y in kept)
     assert gallery.below_diagonal([(5, 0), (9, 0), (9, 4), (5, 4)]) == []  # entirely above
+
+
+def test_the_registry_holds_every_variant_with_its_claims():
+    names = {v.name for v in eff.variants()}
+    assert {"flash", "sliding_window", "linear", "gqa"} <= names
+    assert all(v.kind == "attention" for v in eff.variants("attention"))
+    with pytest.raises(ValueError, match="registered already"):
+        eff.register(eff.get("flash"))
+    with pytest.raises(KeyError, match="no efficient-attention variant named 'nope'"):
+        eff.get("nope")
+    with pytest.raises(ValueError, match="approximate variant says what bounds"):
+        eff.Variant("x", "attention", "approximate", "p", "t", "m", "s", attend=len, reference=len)
+
+
+@pytest.mark.parametrize("name,causal", [(v.name, c) for v in eff.variants("attention") for c in (False, True)
+                                         if v.claim in ("exact", "exact under its mask") and (v.causal or not c)])
+def test_every_exact_attention_variant_equals_its_dense_reference(name, causal):
+    """What the registry claims, checked on the registry's own callables (new variants included)."""
+    variant = eff.get(name)
+    rng = np.random.default_rng(7)
+    q, k, v = qkv(rng, 70, 70, lead=(2, 3))
+    out = variant.attend(q, k, v, is_causal=causal, **variant.options).numpy()
+    np.testing.assert_allclose(out, variant.reference(q.numpy(), k.numpy(), v.numpy(), is_causal=causal,
+                                                      **variant.options), rtol=1e-10, atol=1e-12)

@@ -18,6 +18,9 @@ imports the file (one line), and the arena, the claim tests and the figures find
 ``"exact under its mask"``, ``"unbiased"`` (an estimator whose mean is softmax attention),
 ``"approximate"`` (with ``bound`` saying what controls the error), ``"exact cache"`` (decoding
 equals the full forward; the model itself may differ from MHA) and ``"position scheme"``.
+
+A random variant (random features, hashing, random blocks) takes a ``seed`` option, so that
+``attend`` and ``reference`` with equal options use the same draw.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Variant:
     reference: Callable | None = None
     options: dict = dataclasses.field(default_factory=dict)
     bound: str = ""
+    causal: bool = True  # attend supports is_causal=True (Linformer's projections mix the future: False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
