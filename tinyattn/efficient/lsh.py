@@ -143,7 +143,7 @@ def lsh_attention(q, k, v, is_causal: bool = False, n_buckets: int = 8, n_rounds
     for r in range(n_rounds):
         qi = order[r].reshape(G, nc, c)  # (G, nc, c) token index of each sorted query
         kj = np.concatenate([qi, np.roll(qi, 1, axis=1)], axis=-1) if nc > 1 else qi  # (G, nc, w·c)
-        member = _member(buckets, chunks, nc, qi[..., :, None], kj[..., None, :], is_causal)  # (R, G, nc, c, wc)
+        member = _member(buckets, chunks, nc, qi[..., :, None], kj[..., None, :], is_causal)  # (R, ..., w·c)
         count = member.sum(axis=0)  # N_ij: in how many rounds j is in i's set
         scores = (qf[g, qi] @ keys[g, kj].transpose(-1, -2)) * s  # (G, nc, c, w·c)
         scores = scores - Tensor(np.log(np.maximum(count, 1)).astype(q.dtype))  # duplicates counted once
