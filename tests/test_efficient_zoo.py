@@ -356,3 +356,11 @@ def test_the_zoo_is_registered_with_its_claims():
     assert claims["block_sparse"] == ("exact under its mask", True)
     assert claims["linformer"] == ("approximate", False) and claims["nystrom"] == ("approximate", False)
     assert claims["lsh"] == ("approximate", True)
+
+
+@pytest.mark.parametrize("attend", [eff.performer_attention, eff.block_sparse_attention,
+                                    lambda q, k, v: eff.lsh_attention(q, q, v)])
+def test_no_queries_give_an_empty_output(attend):
+    empty = ta.tensor(np.zeros((2, 0, 4)), requires_grad=True)
+    out = attend(empty, empty, empty)
+    assert out.shape == (2, 0, 4)

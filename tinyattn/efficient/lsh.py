@@ -30,7 +30,7 @@ import numpy as np
 
 from ..autograd import Tensor, stack
 from ..nn import functional as F
-from .common import check_int, check_qkv, dense_attention, flat
+from .common import check_int, check_qkv, dense_attention, empty_attention
 from .registry import Variant, register
 
 __all__ = ["lsh_attention", "lsh_buckets", "lsh_mask"]
@@ -130,6 +130,8 @@ def lsh_attention(q, k, v, is_causal: bool = False, n_buckets: int = 8, n_rounds
         raise ValueError(f"lsh_attention: shared-QK attention needs key of the query's shape {q.shape} "
                          f"(its keys are the normalized queries), got {k.shape}")
     lead, L, D = q.shape[:-2], q.shape[-2], q.shape[-1]
+    if L == 0:
+        return empty_attention("lsh_attention", q, k, v)
     n_buckets, n_rounds, c = _check(L, n_buckets, n_rounds, chunk_size)
     s = F.check_scale(scale, D)
     qf = q.reshape((-1, L, D))  # (G, L, D)
