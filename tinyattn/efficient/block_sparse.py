@@ -11,8 +11,8 @@ Zaheer et al., "Big Bird: Transformers for Longer Sequences" (NeurIPS 2020); Bel
   among those not yet attended (causal: among c ≤ r),
 
 and causal attention keeps j ≤ i inside the blocks. Only the P allowed (r, c) block pairs are
-gathered: the scores are (P, b, b), with P ≈ nq · (2·window + 1 + num_global + num_random), so the
-cost is O(L · (w + g + r) · b · D) instead of O(L · S · D):
+gathered: the scores are (P, b, b), with P ≈ nq · (2·window + 1 + num_global + num_random) plus
+num_global · nk for the global rows, so the cost is O(L · (w + g + r) · b · D) instead of O(L · S · D):
 
     out_i = Σ_{j allowed} softmax_j(scale · q_i·k_j) v_j,  the softmax over the row's gathered blocks.
 
