@@ -133,8 +133,8 @@ DEPTHS = (2, 4, 8, 16, 32)
 def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, seed: int = 0) -> dict:
     """Score variance and softmax saturation for random q, k ~ N(0, I), for each d_k.
 
-    For each d_k: num_queries queries (B, 1, d_k), each with its own num_keys keys (B, S, d_k).
-    Scores s = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of s;
+    For each d_k: num_queries queries (N, 1, d_k), each with its own num_keys keys (N, S, d_k).
+    Scores a = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of a;
     theory d_k and 1), ``max_weight_*`` (mean largest softmax weight of a row: 1/S = uniform,
     1 = one-hot) and ``jacobian_*`` (mean Frobenius norm of the softmax Jacobian diag(p) − p pᵀ,
     which goes to 0 as the softmax saturates: no gradient reaches the scores).
@@ -143,12 +143,12 @@ def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, 
     out = {name: [] for name in ("var_unscaled", "var_scaled", "max_weight_unscaled",
                                  "max_weight_scaled", "jacobian_unscaled", "jacobian_scaled")}
     for d_k in d_ks:
-        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (B, 1, d_k)
-        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (B, S, d_k)
-        raw = (q @ k.transpose(-2, -1)).data  # (B, 1, S)
+        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (N, 1, d_k)
+        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (N, S, d_k)
+        raw = (q @ k.transpose(-2, -1)).data  # (N, 1, S)
         for tag, scale in (("unscaled", 1.0), ("scaled", d_k ** -0.5)):
-            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (B, S)
-            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (B, S, S)
+            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (N, S)
+            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (N, S, S)
             out[f"var_{tag}"].append(np.var(raw * scale))
             out[f"max_weight_{tag}"].append(p.max(axis=-1).mean())
             out[f"jacobian_{tag}"].append(np.linalg.norm(jac, axis=(1, 2)).mean())
