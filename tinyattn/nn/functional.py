@@ -141,8 +141,9 @@ def softmax_inplace(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def softmax_backward(dP: np.ndarray, P: np.ndarray, axis: int = -1, rowsum=None) -> np.ndarray:
     """dA = P ∘ (dP − rowsum(dP ∘ P)): the softmax Jacobian applied to the gradient dP.
 
-    P = softmax(A) along ``axis`` (A: the scores); dP = dL/dP, dA = dL/dA, same shape. ``rowsum``, if given, is
-    rowsum(dP ∘ P) computed another way (attention gets it as rowsum(dO ∘ O), see flash).
+    P = softmax(A) along ``axis`` (A: the scores); dP = dL/dP, dA = dL/dA, same shape.
+    ``rowsum``, if given, is rowsum(dP ∘ P) computed another way (attention gets it as
+    rowsum(dO ∘ O), see flash).
     """
     if rowsum is None:
         rowsum = np.sum(dP * P, axis=axis, keepdims=True)
