@@ -498,7 +498,7 @@ def test_notebook00_03_verbs_look_for_an_animal_and_five_rows_tie():
 def test_notebook00_additive_scores_are_bounded_and_dot_products_are_not():
     h = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.8]])
     s = np.eye(2)
-    additive = lambda h: np.tanh(h[None] + s[:, None]).sum(-1)  # vᵀ tanh(W_1 h + W_2 s), W = I, v = 1
+    additive = lambda h: np.tanh(h[None] + s[:, None]).sum(-1)  # wᵀ tanh(W_h h + W_s s), W_h = W_s = I, w = 1
     dot = lambda h: s @ h.T / math.sqrt(2)
     assert list(additive(h).argmax(1)) == [2, 2] and list(dot(h).argmax(1)) == [0, 1]
     long = h * np.array([[1.0], [1.0], [10.0]])
