@@ -44,7 +44,7 @@ KIND_OF = {"the": "determiner", "cat": "animal", "sat": "verb", "on": "prepositi
 # what a word of one kind looks for: (query kind, key kind) -> score
 RELATIONS = {
     ("pronoun", "animal"): 5.0,  # "it" refers to "cat"
-    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for its subject
+    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for an animal, less for a pronoun
     ("preposition", "place"): 4.0, ("place", "preposition"): 3.0,  # "on" <-> "mat"
     ("determiner", "animal"): 3.0, ("determiner", "place"): 3.0,  # "the" looks for a noun
     ("adjective", "pronoun"): 3.0, ("adjective", "animal"): 3.0,  # "tired" describes "it"/"cat"
