@@ -69,16 +69,16 @@ def relation_matrix() -> np.ndarray:
 
 
 def toy_attention(tokens=SENTENCE):
-    """Attention weights of the hand-built example: (tokens, P (T, T)).
+    """Attention weights of the hand-built example: (tokens, P (L, L)).
 
-    X = one-hot word kinds (T, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
+    X = one-hot word kinds (L, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
     the score q_i · k_j / √8 = R[kind(i), kind(j)], and P = softmax over keys.
     """
-    x = ag.tensor(word_kinds(tokens))  # (T, 8)
+    x = ag.tensor(word_kinds(tokens))  # (L, 8)
     d = x.shape[-1]
-    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (T, 8)
-    k = F.linear(x, ag.tensor(np.eye(d)))  # (T, 8)
-    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (T, T)
+    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (L, 8)
+    k = F.linear(x, ag.tensor(np.eye(d)))  # (L, 8)
+    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (L, L)
     return tokens, weights.data
 
 
@@ -88,20 +88,20 @@ HEAD_NAMES = ["previous word", "word relations", "nouns", "first token"]
 def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
     """A 4-head MultiheadAttention whose packed weights are set by hand, one relation per head.
 
-    Input x (T, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
+    Input x (L, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
     Head 0 attends to the previous word (positions), head 1 uses RELATIONS (word kinds), head 2
     looks for nouns whatever the query (a query bias), head 3 for the first token (a "sink").
     Returns (module, x); W_v = I and W_o = I, biases as described.
     """
-    T, H, D = len(tokens), 4, head_dim
+    L, H, D = len(tokens), 4, head_dim
     E, nk = H * D, len(KINDS)
-    if T > D:
-        raise ValueError(f"{T} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
-    pos = nk + np.arange(T)  # input column of each position's one-hot
+    if L > D:
+        raise ValueError(f"{L} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
+    pos = nk + np.arange(L)  # input column of each position's one-hot
     strong = 6.0 * math.sqrt(D)  # a score of 6 after the 1/√D scale
     w_q, w_k, b_q = np.zeros((E, E)), np.zeros((E, E)), np.zeros(E)  # rows: head h uses h·D..(h+1)·D
-    w_q[np.maximum(np.arange(T) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
-    w_k[np.arange(T), pos] = 1.0
+    w_q[np.maximum(np.arange(L) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
+    w_k[np.arange(L), pos] = 1.0
     w_q[D:D + nk, :nk] = math.sqrt(D) * relation_matrix().T  # head 1: the relation matrix
     w_k[D:D + nk, :nk] = np.eye(nk)
     b_q[2 * D + KINDS.index("animal")] = b_q[2 * D + KINDS.index("place")] = strong  # head 2: nouns
@@ -114,9 +114,9 @@ def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
         "in_proj_bias": np.concatenate([b_q, np.zeros(2 * E)]),  # (3E,)
         "out_proj.weight": np.eye(E), "out_proj.bias": np.zeros(E),
     })
-    x = np.zeros((T, E))  # (T, E)
+    x = np.zeros((L, E))  # (L, E)
     x[:, :nk] = word_kinds(tokens)
-    x[np.arange(T), pos] = 1.0
+    x[np.arange(L), pos] = 1.0
     return mha, x
 
 
