@@ -44,7 +44,7 @@ KIND_OF = {"the": "determiner", "cat": "animal", "sat": "verb", "on": "prepositi
 # what a word of one kind looks for: (query kind, key kind) -> score
 RELATIONS = {
     ("pronoun", "animal"): 5.0,  # "it" refers to "cat"
-    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for its subject
+    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for an animal, less for a pronoun
     ("preposition", "place"): 4.0, ("place", "preposition"): 3.0,  # "on" <-> "mat"
     ("determiner", "animal"): 3.0, ("determiner", "place"): 3.0,  # "the" looks for a noun
     ("adjective", "pronoun"): 3.0, ("adjective", "animal"): 3.0,  # "tired" describes "it"/"cat"
@@ -69,16 +69,16 @@ def relation_matrix() -> np.ndarray:
 
 
 def toy_attention(tokens=SENTENCE):
-    """Attention weights of the hand-built example: (tokens, P (T, T)).
+    """Attention weights of the hand-built example: (tokens, P (L, L)).
 
-    X = one-hot word kinds (T, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
+    X = one-hot word kinds (L, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
     the score q_i · k_j / √8 = R[kind(i), kind(j)], and P = softmax over keys.
     """
-    x = ag.tensor(word_kinds(tokens))  # (T, 8)
+    x = ag.tensor(word_kinds(tokens))  # (L, 8)
     d = x.shape[-1]
-    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (T, 8)
-    k = F.linear(x, ag.tensor(np.eye(d)))  # (T, 8)
-    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (T, T)
+    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (L, 8)
+    k = F.linear(x, ag.tensor(np.eye(d)))  # (L, 8)
+    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (L, L)
     return tokens, weights.data
 
 
@@ -88,20 +88,20 @@ HEAD_NAMES = ["previous word", "word relations", "nouns", "first token"]
 def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
     """A 4-head MultiheadAttention whose packed weights are set by hand, one relation per head.
 
-    Input x (T, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
+    Input x (L, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
     Head 0 attends to the previous word (positions), head 1 uses RELATIONS (word kinds), head 2
     looks for nouns whatever the query (a query bias), head 3 for the first token (a "sink").
     Returns (module, x); W_v = I and W_o = I, biases as described.
     """
-    T, H, D = len(tokens), 4, head_dim
+    L, H, D = len(tokens), 4, head_dim
     E, nk = H * D, len(KINDS)
-    if T > D:
-        raise ValueError(f"{T} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
-    pos = nk + np.arange(T)  # input column of each position's one-hot
+    if L > D:
+        raise ValueError(f"{L} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
+    pos = nk + np.arange(L)  # input column of each position's one-hot
     strong = 6.0 * math.sqrt(D)  # a score of 6 after the 1/√D scale
     w_q, w_k, b_q = np.zeros((E, E)), np.zeros((E, E)), np.zeros(E)  # rows: head h uses h·D..(h+1)·D
-    w_q[np.maximum(np.arange(T) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
-    w_k[np.arange(T), pos] = 1.0
+    w_q[np.maximum(np.arange(L) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
+    w_k[np.arange(L), pos] = 1.0
     w_q[D:D + nk, :nk] = math.sqrt(D) * relation_matrix().T  # head 1: the relation matrix
     w_k[D:D + nk, :nk] = np.eye(nk)
     b_q[2 * D + KINDS.index("animal")] = b_q[2 * D + KINDS.index("place")] = strong  # head 2: nouns
@@ -114,9 +114,9 @@ def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
         "in_proj_bias": np.concatenate([b_q, np.zeros(2 * E)]),  # (3E,)
         "out_proj.weight": np.eye(E), "out_proj.bias": np.zeros(E),
     })
-    x = np.zeros((T, E))  # (T, E)
+    x = np.zeros((L, E))  # (L, E)
     x[:, :nk] = word_kinds(tokens)
-    x[np.arange(T), pos] = 1.0
+    x[np.arange(L), pos] = 1.0
     return mha, x
 
 
@@ -133,8 +133,8 @@ DEPTHS = (2, 4, 8, 16, 32)
 def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, seed: int = 0) -> dict:
     """Score variance and softmax saturation for random q, k ~ N(0, I), for each d_k.
 
-    For each d_k: num_queries queries (B, 1, d_k), each with its own num_keys keys (B, S, d_k).
-    Scores s = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of s;
+    For each d_k: num_queries queries (N, 1, d_k), each with its own num_keys keys (N, S, d_k).
+    Scores a = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of a;
     theory d_k and 1), ``max_weight_*`` (mean largest softmax weight of a row: 1/S = uniform,
     1 = one-hot) and ``jacobian_*`` (mean Frobenius norm of the softmax Jacobian diag(p) − p pᵀ,
     which goes to 0 as the softmax saturates: no gradient reaches the scores).
@@ -143,12 +143,12 @@ def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, 
     out = {name: [] for name in ("var_unscaled", "var_scaled", "max_weight_unscaled",
                                  "max_weight_scaled", "jacobian_unscaled", "jacobian_scaled")}
     for d_k in d_ks:
-        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (B, 1, d_k)
-        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (B, S, d_k)
-        raw = (q @ k.transpose(-2, -1)).data  # (B, 1, S)
+        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (N, 1, d_k)
+        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (N, S, d_k)
+        raw = (q @ k.transpose(-2, -1)).data  # (N, 1, S)
         for tag, scale in (("unscaled", 1.0), ("scaled", d_k ** -0.5)):
-            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (B, S)
-            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (B, S, S)
+            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (N, S)
+            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (N, S, S)
             out[f"var_{tag}"].append(np.var(raw * scale))
             out[f"max_weight_{tag}"].append(p.max(axis=-1).mean())
             out[f"jacobian_{tag}"].append(np.linalg.norm(jac, axis=(1, 2)).mean())
