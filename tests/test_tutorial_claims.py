@@ -623,26 +623,31 @@ def test_notebook06_schedule_peaks_at_the_end_of_warmup_below_one():
         assert abs(f.max() - peak) < 5e-5
 
 
-def np_io(L: int, d: int, M: int) -> tuple:
-    """Dao et al.'s counts, closed form: plain 4Ld + 4L², flash 2Ld + ⌈L/B_c⌉ L (3d + 4), B_c = ⌈M/4d⌉."""
-    B_c = -(-M // (4 * d))
-    return 4 * L * d + 4 * L * L, 2 * L * d + -(-L // B_c) * L * (3 * d + 4)
+def np_io(L: int, D: int, M: int) -> tuple:
+    """The counts in closed form: plain 4LD + 4L²; FlashAttention-1's order 2LD + ⌈L/B⌉ L (3D + 4);
+    FlashAttention-2's order 2LD + L + ⌈L/B⌉ 2LD; B = ⌈M/4D⌉."""
+    B = -(-M // (4 * D))
+    return (4 * L * D + 4 * L * L, 2 * L * D + -(-L // B) * L * (3 * D + 4),
+            2 * L * D + L + -(-L // B) * 2 * L * D)
 
 
-@pytest.mark.parametrize("L, d, M", [(1, 8, 32), (100, 16, 1000), (1000, 64, 16384), (4097, 32, 65536),
+@pytest.mark.parametrize("L, D, M", [(1, 8, 32), (100, 16, 1000), (1000, 64, 16384), (4097, 32, 65536),
                                      (3000, 128, 50000)])
-def test_notebook07_io_model_counts(L, d, M):
-    io = examples.attention_io(L, d, M)
-    assert (io["standard"], io["flash"]) == np_io(L, d, M)
+def test_notebook07_io_model_counts(L, D, M):
+    io = examples.attention_io(L, D, M)
+    assert (io["standard"], io["flash1"], io["flash2"]) == np_io(L, D, M)
 
 
 def test_notebook07_io_model_asymptotics_and_errors():
-    L, d = 16384, 64
-    quad = {M: examples.attention_io(L, d, M)["flash"] - 2 * L * d for M in (16384, 32768, 65536)}
-    assert abs(quad[16384] / quad[32768] - 2) < 0.05 and abs(quad[32768] / quad[65536] - 2) < 0.05
-    ratio = examples.attention_io(L, d, 65536)["standard"] / examples.attention_io(L, d, 65536)["flash"]
-    assert abs(ratio / (65536 / (d * (3 * d + 4))) - 1) < 0.05
-    tiny = examples.attention_io(1024, 16, 256)  # fast memory of 4 rows: flash re-reads Q too often
-    assert tiny["flash"] > tiny["standard"]
-    with pytest.raises(ValueError, match=r"M = 100 .*4d = 256"):
+    L, D = 16384, 64
+    for key in ("flash1", "flash2"):
+        quad = {M: examples.attention_io(L, D, M)[key] - 2 * L * D for M in (16384, 32768, 65536)}
+        assert abs(quad[16384] / quad[32768] - 2) < 0.05 and abs(quad[32768] / quad[65536] - 2) < 0.05
+    io = examples.attention_io(L, D, 65536)
+    assert abs(io["standard"] / io["flash1"] / (65536 / (D * (3 * D + 4))) - 1) < 0.05
+    assert abs(io["standard"] / io["flash2"] / (65536 / (2 * D * D)) - 1) < 0.05  # M / 2D²
+    assert abs(io["flash1"] / io["flash2"] / ((3 * D + 4) / (2 * D)) - 1) < 0.05  # FA-2's order moves less
+    tiny = examples.attention_io(1024, 16, 256)  # fast memory of 4 rows: flash re-reads too often
+    assert tiny["flash1"] > tiny["standard"] and tiny["flash2"] > tiny["standard"]
+    with pytest.raises(ValueError, match=r"M = 100 .*4D = 256"):
         examples.attention_io(10, 64, 100)
