@@ -79,13 +79,13 @@ class Translator(nn.Module):
         return memory, padding
 
     def decode(self, tgt, memory, memory_key_padding_mask) -> Tensor:
-        """tgt (N, T) ids, memory (N, S, E), its padding (N, S) -> logits (N, T, V), causally."""
+        """tgt (N, T) ids, memory (N, S, E), its padding (N, S) -> logits (N, T, n_vocab), causally."""
         tgt = self._ids(tgt, "tgt", self.tgt_embedding.num_embeddings)
         T = tgt.shape[1]
         x = self.transformer.decoder(self._embed(self.tgt_embedding, tgt), memory,
                                      tgt_mask=nn.causal_mask(T), tgt_is_causal=True,
                                      memory_key_padding_mask=memory_key_padding_mask)  # (N, T, E)
-        return self.head(x)  # (N, T, V)
+        return self.head(x)  # (N, T, n_vocab)
 
     def forward(self, src, tgt) -> Tensor:
         memory, padding = self.encode(src)
