@@ -651,3 +651,87 @@ def test_notebook07_io_model_asymptotics_and_errors():
     assert tiny["flash1"] > tiny["standard"] and tiny["flash2"] > tiny["standard"]
     with pytest.raises(ValueError, match=r"M = 100 .*4D = 256"):
         examples.attention_io(10, 64, 100)
+
+
+def test_notebook06_cross_entropy_gradient_is_p_minus_onehot_over_the_count():
+    rng = np.random.default_rng(4)
+    z_np, y = rng.standard_normal((12, 7)) * 3, rng.integers(0, 7, 12)
+    z = ta.tensor(z_np, requires_grad=True)
+    F.cross_entropy(z, y).backward()
+    p = np.exp(z_np - z_np.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(z.grad, (p - np.eye(7)[y]) / 12, rtol=0, atol=1e-15)
+    assert ta.gradcheck(lambda t: F.cross_entropy(t, y), ta.tensor(z_np, requires_grad=True))
+
+
+def test_notebook07_gqa_with_fewer_kv_heads_is_another_model_its_cache_is_exact():
+    from tinyattn import efficient as eff
+    x = ta.tensor(np.random.default_rng(0).standard_normal((2, 6, 16)))  # (B, T, E)
+    ta.manual_seed(0)
+    mha, gqa = eff.GroupedQueryAttention(16, 4, 4).double(), eff.GroupedQueryAttention(16, 4, 2).double()
+    for name in ("q_proj", "out_proj"):
+        getattr(gqa, name).weight.data[:] = getattr(mha, name).weight.data
+        getattr(gqa, name).bias.data[:] = getattr(mha, name).bias.data
+    for name in ("k_proj", "v_proj"):  # mean-pooled key/value heads, Ainslie et al.'s conversion
+        W, b = getattr(mha, name).weight.data, getattr(mha, name).bias.data
+        getattr(gqa, name).weight.data[:] = W.reshape(2, 2, 4, 16).mean(1).reshape(8, 16)
+        getattr(gqa, name).bias.data[:] = b.reshape(2, 2, 4).mean(1).reshape(8)
+    assert gqa.num_parameters() < mha.num_parameters()
+    assert np.abs(gqa(x, is_causal=True).data - mha(x, is_causal=True).data).max() > 1e-3
+    cache = eff.KVCache()
+    steps = ta.cat([gqa(x[:, t:t + 1], is_causal=True, cache=cache) for t in range(6)], dim=1)
+    assert np.abs(steps.data - gqa(x, is_causal=True).data).max() < 1e-12
+
+
+def test_notebook08_the_date_range_has_36525_days():
+    import datetime
+    from tinyattn import data
+    assert (data.FIRST_DATE, data.LAST_DATE) == (datetime.date(1950, 1, 1), datetime.date(2049, 12, 31))
+    assert (data.LAST_DATE - data.FIRST_DATE).days + 1 == 36525 == 100 * 365 + 25
+
+
+def test_notebook09_mean_ablation_keeps_the_mean_and_layer0_ablation_is_confidently_wrong():
+    from tinyattn import data
+    from tinyattn.gallery import gpt as gallery
+    from tinyattn.train import lm_checkpoint_path, load_gpt
+    model, config = load_gpt(lm_checkpoint_path("induction"))
+    seqs, _ = data.make_induction_test(config.n_test, config.seed)
+    row = seqs[:1, :-1]
+    with ta.no_grad():
+        intact = model(row).data
+        with gallery.mean_ablated_head(model, 0, 1, row):  # the mean over one row is that row's output
+            same = model(row).data
+        with gallery.mean_ablated_head(model, 0, 1, seqs[200:, :-1]):
+            other = model(row).data
+    np.testing.assert_allclose(same, intact, rtol=0, atol=1e-5)
+    assert np.abs(other - intact).max() > 0.1
+    assert np.array_equal(model(row).data, intact)  # restored on exit
+    chance = math.log(data.INDUCTION_TOKENS)
+    for kind in ("zero", "mean"):
+        table = gallery.ablation_losses(kind=kind)
+        assert table["intact"][1] < 0.2 and 2.0 < table["L1H1"][1] < chance
+        for name in ("L0H0", "L0H1"):
+            _, copy_loss, accuracy, confidence = table[name]
+            assert copy_loss > chance and confidence > 0.5 and accuracy < 1 / 3
+    with pytest.raises(ValueError, match="kind"):
+        gallery.ablation_losses(kind="random")
+
+
+def test_notebook10_reads_huggingfaces_numbers_from_package_data():
+    import importlib.resources
+    import tinyattn.pretrained as pretrained
+    assert pretrained.HF_REFERENCE == importlib.resources.files("tinyattn") / "measurements" / "minilm_reference.npz"
+    ref = pretrained.huggingface_reference()
+    n, L = ref["input_ids"].shape
+    assert ref["hidden"].shape == (n, L, 384) and ref["attentions"].shape == (6, n, 12, L, L)
+    np.testing.assert_allclose(ref["attentions"].sum(-1)[..., ref["attention_mask"][0] > 0], 1, atol=1e-5)
+
+
+def test_source_lines_shows_a_training_step_from_marker_to_marker():
+    from tinyattn import train as tr
+    step = examples.source_lines(tr.train, "for step in range", "hits.append")
+    lines = step.splitlines()
+    assert "for step in range" in lines[0] and "hits.append" in lines[-1]
+    assert "loss.backward()" in step and "opt.step()" in step and "log(" not in step
+    with pytest.raises(ValueError, match="no line of train contains 'nowhere'"):
+        examples.source_lines(tr.train, "nowhere", "hits.append")

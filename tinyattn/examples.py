@@ -12,6 +12,7 @@ read off the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from importlib import resources
@@ -355,6 +356,22 @@ def head_bilinear_forms(mha: nn.MultiheadAttention) -> np.ndarray:
     W_q, W_k, _ = (w.data for w in mha.projection_weights())
     D = mha.head_dim
     return np.stack([W_q[h * D:(h + 1) * D].T @ W_k[h * D:(h + 1) * D] for h in range(mha.num_heads)])
+
+
+def source_lines(fn, first: str, last: str) -> str:
+    """The lines of ``fn``'s source from the first line containing ``first`` to the next containing ``last``.
+
+    For notebooks that show the math-bearing part of a function (a training step) and not its
+    bookkeeping (logging, timing). A ValueError names the marker that is missing.
+    """
+    lines = inspect.getsource(fn).splitlines()
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"no line of {fn.__qualname__} contains {first!r}")
+    end = next((i for i in range(start, len(lines)) if last in lines[i]), None)
+    if end is None:
+        raise ValueError(f"no line of {fn.__qualname__} after {first!r} contains {last!r}")
+    return "\n".join(lines[start:end + 1])
 
 
 # ----------------------------------------------------------------------------------------------

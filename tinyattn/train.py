@@ -364,10 +364,10 @@ def train_translate(config: TranslateConfig, log=print):
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
         model.train()
-        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (N,)
         src = train_set.src[idx]
-        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (B, S): the longest source
-        tgt = train_set.tgt[idx]  # (B, 12)
+        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (N, S): the longest source
+        tgt = train_set.tgt[idx]  # (N, 12)
         loss, logits = teacher_forced_loss(model, src, tgt, config.label_smoothing)
         opt.zero_grad()
         loss.backward()
