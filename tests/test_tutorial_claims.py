@@ -720,7 +720,8 @@ def test_notebook09_mean_ablation_keeps_the_mean_and_layer0_ablation_is_confiden
 def test_notebook10_reads_huggingfaces_numbers_from_package_data():
     import importlib.resources
     import tinyattn.pretrained as pretrained
-    assert pretrained.HF_REFERENCE == importlib.resources.files("tinyattn") / "measurements" / "minilm_reference.npz"
+    package_data = importlib.resources.files("tinyattn") / "measurements"
+    assert pretrained.HF_REFERENCE == package_data / "minilm_reference.npz"
     ref = pretrained.huggingface_reference()
     n, L = ref["input_ids"].shape
     assert ref["hidden"].shape == (n, L, 384) and ref["attentions"].shape == (6, n, 12, L, L)

@@ -232,9 +232,11 @@ def flash_io():
     standard = np.array([attention_io(L, D, IO_FAST_MEMORY[0])["standard"] for L in lengths])
     axes[0].plot(lengths, standard, marker="o", ms=4, color="#264653", label="plain: 4LD + 4L²")
     for M, color in zip(IO_FAST_MEMORY, ("#2a9d8f", "#3a86ff")):
-        for key, ls, name in (("flash2", "-", "FlashAttention-2 order (printed)"), ("flash1", "--", "FlashAttention-1 order")):
+        for key, ls, name in (("flash2", "-", "FlashAttention-2 order (printed)"),
+                              ("flash1", "--", "FlashAttention-1 order")):
             moved = np.array([attention_io(L, D, M)[key] for L in lengths])
-            axes[0].plot(lengths, moved, marker="o", ms=3, ls=ls, color=color, label=f"{name}, M = {M // 1024}K")
+            axes[0].plot(lengths, moved, marker="o", ms=3, ls=ls, color=color,
+                         label=f"{name}, M = {M // 1024}K")
     axes[0].set_xscale("log", base=2)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("sequence length L")
