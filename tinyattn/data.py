@@ -380,9 +380,9 @@ def _examples(dates, rng: np.random.Generator):
 def date_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, test_fraction: float = 0.1):
     """(train, val, test) DateSplits with disjoint DATES, drawn with ``default_rng(seed)``.
 
-    The calendar days from FIRST_DATE to LAST_DATE (36,524, so never an invalid date) are
-    shuffled; ``test_fraction`` of them are test dates, as many again validation dates, the
-    rest training dates. Each example is a date from its pool in a format drawn uniformly.
+    The calendar days from FIRST_DATE to LAST_DATE (36,525: 1950-01-01 .. 2049-12-31, so never an
+    invalid date) are shuffled; ``test_fraction`` of them are test dates, as many again validation
+    dates, the rest training dates. Each example is a date from its pool in a format drawn uniformly.
     Validation and test dates are distinct within their split; training dates may repeat.
     """
     if min(n_train, n_val, n_test) <= 0:

@@ -12,6 +12,7 @@ read off the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from importlib import resources
@@ -357,32 +358,60 @@ def head_bilinear_forms(mha: nn.MultiheadAttention) -> np.ndarray:
     return np.stack([W_q[h * D:(h + 1) * D].T @ W_k[h * D:(h + 1) * D] for h in range(mha.num_heads)])
 
 
+def source_lines(fn, first: str, last: str) -> str:
+    """The lines of ``fn``'s source from the first line containing ``first`` to the next containing ``last``.
+
+    For notebooks that show the math-bearing part of a function (a training step) and not its
+    bookkeeping (logging, timing). A ValueError names the marker that is missing.
+    """
+    lines = inspect.getsource(fn).splitlines()
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"no line of {fn.__qualname__} contains {first!r}")
+    end = next((i for i in range(start, len(lines)) if last in lines[i]), None)
+    if end is None:
+        raise ValueError(f"no line of {fn.__qualname__} after {first!r} contains {last!r}")
+    return "\n".join(lines[start:end + 1])
+
+
 # ----------------------------------------------------------------------------------------------
 # the IO model of flash attention (notebook 07)
 # ----------------------------------------------------------------------------------------------
 
-def attention_io(L: int, d: int, M: int) -> dict:
+def attention_io(L: int, D: int, M: int) -> dict:
     """Numbers moved between slow memory (HBM) and fast memory (SRAM) of size M numbers.
 
-    One head, sequence length L (= S, self-attention), head dim d, forward pass, counted by walking the loops of
-    Dao et al. (2022): ``standard`` runs S = Q Kᵀ, P = softmax(S), O = P V as three kernels,
-    each reading its inputs from and writing its output to slow memory (4Ld + 4L²);
-    ``flash`` is their Algorithm 1 with blocks B_c = ⌈M / 4d⌉ keys and B_r = min(B_c, d)
-    queries: K_j, V_j loaded once, and per (key block, query block) Q_i, O_i, ℓ_i, m_i read and
-    O_i, ℓ_i, m_i written — Θ(L²d²/M) in total.
+    One head, sequence length L (= S, self-attention), head dim D, forward pass, counted by walking
+    the loops. ``standard`` runs A = Q Kᵀ, P = softmax(A), O = P V as three kernels, each reading
+    its inputs from and writing its output to slow memory: 4LD + 4L².
+    ``flash1``: FlashAttention-1 (Dao et al. 2022, Algorithm 1), key blocks outside, B_c = ⌈M / 4D⌉
+    keys and B_r = min(B_c, D) queries: K_j, V_j read once; per (key block, query block) Q_i, O_i,
+    ℓ_i, m_i read and O_i, ℓ_i, m_i written: 2LD + ⌈L/B_c⌉·L(3D + 4).
+    ``flash2``: FlashAttention-2's loop order (Dao 2023; the order ``flash_attention`` runs), query
+    blocks outside, B_r = ⌈M / 4D⌉ queries and B_c = min(B_r, D) keys: Q_i read once, O_i and
+    lse_i written once (the running O_i, ℓ_i, m_i stay in fast memory); K_j, V_j read once per
+    query block: 2LD + L + ⌈L/B_r⌉·2LD. Both are Θ(L²D²/M).
     """
-    if M < 4 * d:
+    if M < 4 * D:
         raise ValueError(f"fast memory M = {M} numbers cannot hold one row of Q, K, V and O "
-                         f"(4d = {4 * d}); expected M >= 4d")
-    standard = (2 * L * d + L * L) + (L * L + L * L) + (L * L + L * d + L * d)  # QKᵀ, softmax, PV
-    B_c = math.ceil(M / (4 * d))
-    B_r = min(B_c, d)
-    flash = 0
-    for c0 in range(0, L, B_c):
-        bc = min(B_c, L - c0)
-        flash += 2 * bc * d  # load K_j, V_j
-        for r0 in range(0, L, B_r):
-            br = min(B_r, L - r0)
-            flash += br * d + br * d + 2 * br  # read Q_i, O_i, ℓ_i, m_i
-            flash += br * d + 2 * br  # write O_i, ℓ_i, m_i
-    return {"standard": standard, "flash": flash, "B_c": B_c, "B_r": B_r}
+                         f"(4D = {4 * D}); expected M >= 4D")
+    standard = (2 * L * D + L * L) + (L * L + L * L) + (L * L + L * D + L * D)  # QKᵀ, softmax, PV
+    B = math.ceil(M / (4 * D))  # the large block: keys in FlashAttention-1, queries in FlashAttention-2
+    small = min(B, D)  # the other block, so that a B x small tile fits in M / 4
+    flash1 = 0
+    for c0 in range(0, L, B):  # key blocks outside
+        bc = min(B, L - c0)
+        flash1 += 2 * bc * D  # read K_j, V_j
+        for r0 in range(0, L, small):
+            br = min(small, L - r0)
+            flash1 += br * D + br * D + 2 * br  # read Q_i, O_i, ℓ_i, m_i
+            flash1 += br * D + 2 * br  # write O_i, ℓ_i, m_i
+    flash2 = 0
+    for r0 in range(0, L, B):  # query blocks outside
+        br = min(B, L - r0)
+        flash2 += br * D  # read Q_i
+        for c0 in range(0, L, small):
+            bc = min(small, L - c0)
+            flash2 += 2 * bc * D  # read K_j, V_j
+        flash2 += br * D + br  # write O_i, lse_i
+    return {"standard": standard, "flash1": flash1, "flash2": flash2, "large_block": B, "small_block": small}

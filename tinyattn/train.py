@@ -79,7 +79,7 @@ def build_model(config: Config) -> TinyEncoder:
 
 def answer_logits(model: TinyEncoder, tokens: np.ndarray, task: str):
     """The logits at the answer slots: tokens (N, L) -> (N, answer_len, vocab_size)."""
-    return model(tokens)[:, data.task_spec(task).answer_positions]  # (N, A, V)
+    return model(tokens)[:, data.task_spec(task).answer_positions]  # (N, n_slot, n_vocab)
 
 
 def predict(model: TinyEncoder, tokens: np.ndarray, task: str, batch_size: int = 500) -> np.ndarray:
@@ -88,7 +88,7 @@ def predict(model: TinyEncoder, tokens: np.ndarray, task: str, batch_size: int =
     out = []
     with autograd.no_grad():
         for start in range(0, len(tokens), batch_size):
-            logits = answer_logits(model, tokens[start:start + batch_size], task)  # (n, A, V)
+            logits = answer_logits(model, tokens[start:start + batch_size], task)  # (n, n_slot, n_vocab)
             out.append(logits.data.argmax(axis=-1))  # (n, A)
     return np.concatenate(out)
 
@@ -143,15 +143,15 @@ def train(config: Config, log=print):
     opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
     sched = optim.LambdaLR(opt, lambda s: lr_factor(s, config.warmup, total))
     batches = np.random.default_rng([config.seed, 1])
-    V, L = len(data.VOCAB), data.task_spec(config.task).seq_len
+    n_vocab, L = len(data.VOCAB), data.task_spec(config.task).seq_len
     history, losses, hits = [], [], []
     start = time.perf_counter()
     model.train()
     for step in range(1, total + 1):
-        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
-        answers = train_set.answers[idx]  # (B, A)
-        logits = answer_logits(model, train_set.tokens[idx], config.task)  # (B, A, V)
-        loss = F.cross_entropy(logits.reshape(-1, V), answers.reshape(-1))
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (N,)
+        answers = train_set.answers[idx]  # (N, n_slot)
+        logits = answer_logits(model, train_set.tokens[idx], config.task)  # (N, n_slot, n_vocab)
+        loss = F.cross_entropy(logits.reshape(-1, n_vocab), answers.reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -336,12 +336,12 @@ def translate_exact_match(model, split: data.DateSplit, **kwargs) -> float:
 
 
 def teacher_forced_loss(model, src: np.ndarray, tgt: np.ndarray, label_smoothing: float = 0.0):
-    """Cross-entropy of the target given its true prefix: returns (loss, logits (N, T, V)).
+    """Cross-entropy of the target given its true prefix: returns (loss, logits (N, T, n_vocab)).
 
     The decoder reads tgt[:, :-1] (BOS y_1 … y_{T−1}) and is scored on tgt[:, 1:] (y_1 … EOS);
     PAD targets are ignored.
     """
-    logits = model(src, tgt[:, :-1])  # (N, T, V)
+    logits = model(src, tgt[:, :-1])  # (N, T, n_vocab)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1),
                            ignore_index=data.PAD, label_smoothing=label_smoothing)
     return loss, logits
@@ -364,10 +364,10 @@ def train_translate(config: TranslateConfig, log=print):
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
         model.train()
-        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (N,)
         src = train_set.src[idx]
-        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (B, S): the longest source
-        tgt = train_set.tgt[idx]  # (B, 12)
+        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (N, S): the longest source
+        tgt = train_set.tgt[idx]  # (N, 12)
         loss, logits = teacher_forced_loss(model, src, tgt, config.label_smoothing)
         opt.zero_grad()
         loss.backward()
@@ -499,14 +499,14 @@ def add_exact_match(model, tokens: np.ndarray, batch_size: int = 1000) -> np.nda
 
 
 def next_token_losses(model, seqs: np.ndarray):
-    """Per-position cross-entropy of next-token prediction: seqs (B, T+1) -> (loss (B, T), logits).
+    """Per-position cross-entropy of next-token prediction: seqs (N, T+1) -> (loss (N, T), logits).
 
     Position t reads tokens 0..t and is scored on token t + 1.
     """
-    logits = model(seqs[:, :-1])  # (B, T, V)
-    B, T, V = logits.shape
-    losses = F.cross_entropy(logits.reshape(B * T, V), seqs[:, 1:].reshape(-1), reduction="none")
-    return losses.reshape(B, T), logits
+    logits = model(seqs[:, :-1])  # (N, T, n_vocab)
+    N, T, n_vocab = logits.shape
+    losses = F.cross_entropy(logits.reshape(N * T, n_vocab), seqs[:, 1:].reshape(-1), reduction="none")
+    return losses.reshape(N, T), logits
 
 
 def induction_scores(maps: np.ndarray, offset) -> tuple:
