@@ -73,7 +73,10 @@ def _name(fn) -> str:
 
 
 def _student_line(exc: BaseException) -> str:
-    """The deepest line of the traceback outside NumPy and this file, or ''."""
+    """The deepest line of the traceback outside NumPy and this file, or ''; an exception raised
+    in another process (the grader's kernel) carries that line as ``exc.student_line``."""
+    if isinstance(getattr(exc, "student_line", None), str):
+        return exc.student_line
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if os.path.abspath(f.filename) != os.path.abspath(__file__)
               and f"{os.sep}numpy{os.sep}" not in f.filename]
@@ -122,7 +125,7 @@ def _call(fn, args: tuple, about: str, **kwargs):
 
 def _fresh(a: np.ndarray) -> np.ndarray:
     """A copy the student may keep; a probed k or v is traced from the copy itself."""
-    return _probe(a.view(np.ndarray).copy(), a.log) if isinstance(a, _KeyProbe) else a.copy()
+    return probe_keys(a.view(np.ndarray).copy(), a.log) if isinstance(a, _KeyProbe) else a.copy()
 
 
 def _array(out, what: str, shape: tuple, about: str, shape_cause=None) -> np.ndarray:
@@ -887,7 +890,8 @@ class _KeyProbe(np.ndarray):
         return super().__array_function__(func, types, args, kwargs)
 
 
-def _probe(a: np.ndarray, log: list) -> _KeyProbe:
+def probe_keys(a: np.ndarray, log: list) -> _KeyProbe:
+    """``a`` (k or v) as a probe: each product of it appends to ``log`` how many keys it used."""
     origin = np.ascontiguousarray(a)
     p = origin.view(_KeyProbe)
     p.origin, p.log = origin, log
@@ -916,7 +920,7 @@ def _online_cases(rng) -> list:
 def _online_call(fn, q, k, v, b, about):
     """Call fn with k and v wrapped in probes; fail if one product used more than b keys."""
     log: list = []
-    out = _call(fn, (q, _probe(k, log), _probe(v, log), b), about)
+    out = _call(fn, (q, probe_keys(k, log), probe_keys(v, log), b), about)
     if log and max(log) > b:
         _fail(f"{_name(fn)} multiplied {max(log)} keys at once with block_size = {b} on {about}",
               "the keys must be processed block by block: compute the scores of block_size keys, "
@@ -981,3 +985,24 @@ def check_online_softmax(fn, raise_on_failure: bool = True) -> bool:
     k and v: none may use more than block_size keys.
     """
     return _run("check_online_softmax", _check_online_softmax, fn, raise_on_failure)
+
+
+_BODIES = {
+    "softmax": _check_softmax, "softmax_backward": _check_softmax_backward,
+    "scaled_dot_product_attention": _check_sdpa, "causal_mask": _check_causal_mask,
+    "split_heads": _check_split_heads, "merge_heads": _check_merge_heads,
+    "multi_head_forward": _check_multi_head_forward, "positional_encoding": _check_positional_encoding,
+    "layer_norm_backward": _check_layer_norm_backward, "online_softmax": _check_online_softmax,
+}
+
+
+def run_check(exercise: str, fn) -> str:
+    """Run the checks of ``exercise`` (a name in ``__all__`` without "check_") on ``fn`` without
+    printing: the summary when it passes; else the AssertionError whose message is the hint."""
+    if exercise not in _BODIES:
+        raise ValueError(f"no exercise named {exercise!r}; expected one of {', '.join(_BODIES)}")
+    try:
+        return _BODIES[exercise](fn)
+    except AssertionError as e:
+        e.args = (f"check_{exercise}: {e.args[0] if e.args else e}",)
+        raise
