@@ -196,7 +196,12 @@ class GPT(Module):
         with every new column as it is sampled (to stream text). ``return_logits=True`` also
         returns the logits each step sampled from, (B, max_new_tokens, vocab_size).
         """
-        idx = self._check_tokens(idx[:, -self.block_size:] if crop else idx)
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if crop and idx.ndim == 2 and idx.shape[1] > self.block_size:
+            self._check_tokens(idx.reshape(-1, 1))  # tokens the model will not read are still checked
+            self._check_tokens(idx[:, -self.block_size:])
+        else:
+            idx = self._check_tokens(idx)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
             raise TypeError(f"generate: max_new_tokens must be an int, got {max_new_tokens!r} "
                             f"of type {type(max_new_tokens).__name__}")
