@@ -44,6 +44,8 @@ def merge_array(ids: np.ndarray, pair: tuple, new_id: int) -> np.ndarray:
     if len(ids) < 2:
         return ids.copy()
     match = (ids[:-1] == pair[0]) & (ids[1:] == pair[1])  # (N − 1,)
+    if not match.any():
+        return ids.copy()
     if pair[0] == pair[1]:
         run_start = match & ~np.concatenate([[False], match[:-1]])  # first match of each run
         run_id = np.cumsum(run_start)  # (N − 1,)
