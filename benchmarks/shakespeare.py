@@ -67,7 +67,8 @@ def torch_gpt(torch, config, state: dict):
 
         def forward(self, x):
             B, T, _ = x.shape
-            q, k, v = (p(x).view(B, T, H, E // H).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+            q, k, v = (p(x).view(B, T, H, E // H).transpose(1, 2)  # (B, H, T, D) each
+                       for p in (self.q_proj, self.k_proj, self.v_proj))
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
             return self.out_proj(y.transpose(1, 2).reshape(B, T, E))
 
@@ -95,7 +96,7 @@ def torch_gpt(torch, config, state: dict):
             return self.ln_f(x) @ self.wte.weight.T
 
     model = GPT()
-    model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in state.items()})  # copies: no shared memory
+    model.load_state_dict({k: torch.tensor(np.array(v)) for k, v in state.items()})  # copies, not shared
     return model
 
 
@@ -180,7 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave the README alone")
     parser.add_argument("--from-results", action="store_true",
                         help="re-render the README section from the saved results; measure nothing")
-    parser.add_argument("--profile", action="store_true", help="cProfile tinyattn's step; measure nothing else")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile tinyattn's step; measure nothing else")
     args = parser.parse_args(argv)
     if args.profile:
         profile()

@@ -22,8 +22,8 @@ from tinyattn.train import (ShakespeareConfig, cosine_lr, decay_groups, estimate
 
 needs_corpus = pytest.mark.skipif(
     not data.shakespeare_available(),
-    reason="the Shakespeare corpus is not cached: run python -c 'import tinyattn.data as d; d.load_shakespeare()' "
-           "once (CI does)")
+    reason="the Shakespeare corpus is not cached: run "
+           "python -c 'import tinyattn.data as d; d.load_shakespeare()' once (CI does)")
 
 
 @needs_corpus
@@ -68,7 +68,8 @@ def test_install_verified_keeps_nothing_when_a_digest_differs(tmp_path):
     sha_abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 test vector
     target = tmp_path / "cache" / "set"
     with pytest.raises(ValueError, match="b.txt has sha256"):
-        downloads.install_verified({"a.txt": good, "b.txt": bad}, {"a.txt": sha_abc, "b.txt": sha_abc}, target)
+        downloads.install_verified({"a.txt": good, "b.txt": bad}, {"a.txt": sha_abc, "b.txt": sha_abc},
+                                   target)
     assert not target.exists() and not target.with_name("set.partial").exists()
     downloads.install_verified({"a.txt": good}, {"a.txt": sha_abc}, target)
     assert (target / "a.txt").read_bytes() == b"abc"
@@ -118,7 +119,8 @@ def test_residual_projections_start_smaller_and_the_head_is_tied():
 
 
 def test_clip_grad_norm_matches_the_formula_and_torch():
-    a, b = ta.tensor(np.array([3.0, 4.0]), requires_grad=True), ta.tensor(np.array([[12.0]]), requires_grad=True)
+    a = ta.tensor(np.array([3.0, 4.0]), requires_grad=True)
+    b = ta.tensor(np.array([[12.0]]), requires_grad=True)
     a.grad, b.grad = np.array([3.0, 4.0]), np.array([[12.0]])
     assert ta.nn.utils.clip_grad_norm_([a, b], 1.0) == pytest.approx(13.0)
     np.testing.assert_allclose(a.grad, np.array([3.0, 4.0]) / (13.0 + 1e-6))
@@ -130,7 +132,8 @@ def test_clip_grad_norm_matches_the_formula_and_torch():
     t = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
     t.grad = torch.tensor([30.0, 40.0], dtype=torch.float64)
     a.grad = np.array([30.0, 40.0])
-    assert ta.nn.utils.clip_grad_norm_([a], 2.0) == pytest.approx(float(torch.nn.utils.clip_grad_norm_([t], 2.0)))
+    expected = float(torch.nn.utils.clip_grad_norm_([t], 2.0))
+    assert ta.nn.utils.clip_grad_norm_([a], 2.0) == pytest.approx(expected)
     np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-12)
 
 
@@ -156,7 +159,8 @@ def test_top_p_keeps_the_nucleus_and_renormalizes():
     np.testing.assert_allclose(freq, [5 / 8, 3 / 8, 0, 0], atol=0.01)
     assert set(_sample(z[:100], 1.0, None, np.random.default_rng(0), top_p=1e-9)) == {0}
     model, prompt = _model(), np.array([[1, 2, 3]])
-    np.testing.assert_array_equal(model.generate(prompt, 5, seed=2, top_p=1.0), model.generate(prompt, 5, seed=2))
+    np.testing.assert_array_equal(model.generate(prompt, 5, seed=2, top_p=1.0),
+                                  model.generate(prompt, 5, seed=2))
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="top_p must be in"):
             model.generate(prompt, 2, top_p=bad)
@@ -227,7 +231,8 @@ def test_train_shakespeare_records_evals_and_samples():
 def test_the_committed_run_reached_the_target_and_recorded_its_samples():
     model, config, log = load_shakespeare_run()
     assert log["result"]["val_loss"] <= 1.95 and log["result"]["steps"] == 2000 == config.steps
-    assert (config.block_size, config.batch_size, config.n_layer, config.n_head, config.n_embd) == (64, 12, 4, 4, 128)
+    shape = (config.block_size, config.batch_size, config.n_layer, config.n_head, config.n_embd)
+    assert shape == (64, 12, 4, 4, 128)
     assert sorted(log["history"]["samples"], key=int) == ["0", "200", "1000", "2000"]
     assert model.num_params() == log["result"]["params"] and model.vocab_size == len(config.chars) == 73
 
@@ -237,7 +242,8 @@ def test_the_committed_checkpoint_gives_its_logged_validation_loss():
     model, config, log = load_shakespeare_run()
     corpus = data.load_shakespeare(fetch=False)
     fixed = np.random.default_rng([config.seed, 2])
-    sets = {s: [data.sample_blocks(ids, config.batch_size, config.block_size, fixed) for _ in range(config.eval_batches)]
+    sets = {s: [data.sample_blocks(ids, config.batch_size, config.block_size, fixed)
+                for _ in range(config.eval_batches)]
             for s, ids in (("train", corpus.train), ("val", corpus.val))}
     assert estimate_loss(model, sets["val"]) == pytest.approx(log["result"]["val_loss"], abs=2e-4)
 
@@ -246,7 +252,8 @@ def test_the_generate_cli_streams_the_models_own_tokens():
     from tinyattn.generate import main as generate_main
 
     out = io.StringIO()
-    assert generate_main(["--prompt", "ROMEO:", "--max-new-tokens", "40", "--seed", "1", "--top-k", "10"], out) == 0
+    argv = ["--prompt", "ROMEO:", "--max-new-tokens", "40", "--seed", "1", "--top-k", "10"]
+    assert generate_main(argv, out) == 0
     text = out.getvalue()
     model, config, _ = load_shakespeare_run()
     ids = model.generate([[config.chars.index(c) for c in "ROMEO:"]], 40, top_k=10, seed=1, crop=True)
@@ -266,8 +273,8 @@ def test_merge_array_equals_the_reference(ids, a, b):
     assert merge_array(np.array(ids, dtype=np.int64), (a, b), 7).tolist() == merge(ids, (a, b), 7)
 
 
-TEXTS = ["", "a", "To be, or not to be", "naïve café — “quoted”", "日本語のテキスト", "emoji 🎭🗡️ and\nnewlines\t",
-         "Ωμέγα ελληνικά", "\x00\x7f control"]
+TEXTS = ["", "a", "To be, or not to be", "naïve café — “quoted”", "日本語のテキスト",
+         "emoji 🎭🗡️ and\nnewlines\t", "Ωμέγα ελληνικά", "\x00\x7f control"]
 _BPE = BPE.train("the cat sat on the mat; the cat ate the rat. " * 20, 40)
 
 

@@ -76,7 +76,8 @@ class BPE:
         self.vocab = [bytes([i]) for i in range(256)]  # id -> the bytes it spells
         for (a, b), new in self.merges:
             if new != len(self.vocab) or max(a, b) >= new:
-                raise ValueError(f"merge ({a}, {b}) -> {new} does not extend a vocabulary of {len(self.vocab)}")
+                raise ValueError(f"merge ({a}, {b}) -> {new} does not extend a vocabulary of "
+                                 f"{len(self.vocab)}")
             self.vocab.append(self.vocab[a] + self.vocab[b])
 
     @property

@@ -45,7 +45,8 @@ def sha256_file(path) -> str:
 
 def pip_download(requirement: str, folder, pattern: str) -> pathlib.Path:
     """``pip download --no-deps requirement -d folder``; the one downloaded file matching ``pattern``."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", os.fspath(folder)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement,
+           "-d", os.fspath(folder)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     found = glob.glob(os.path.join(folder, pattern))
     if run.returncode != 0 or len(found) != 1:

@@ -43,8 +43,8 @@ __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "translate_exact_match", "save_translator", "load_translator",
            "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
            "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path",
-           "ShakespeareConfig", "build_shakespeare_gpt", "cosine_lr", "decay_groups", "lm_loss", "estimate_loss",
-           "split_loss", "sample_text", "train_shakespeare", "load_shakespeare_run"]
+           "ShakespeareConfig", "build_shakespeare_gpt", "cosine_lr", "decay_groups", "lm_loss",
+           "estimate_loss", "split_loss", "sample_text", "train_shakespeare", "load_shakespeare_run"]
 
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
 
@@ -230,7 +230,8 @@ def _log_path(path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyattn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS + ("shakespeare",))
+    parser.add_argument("--task", required=True,
+                        choices=data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS + ("shakespeare",))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps (default: {DEFAULT_STEPS})")
@@ -759,7 +760,7 @@ def decay_groups(model, weight_decay: float) -> list:
 
 
 def lm_loss(model, windows: np.ndarray):
-    """Mean next-character cross-entropy of windows (B, T+1): the model reads [:, :-1], is scored on [:, 1:]."""
+    """Mean next-character cross-entropy of windows (B, T+1): reads [:, :-1], is scored on [:, 1:]."""
     logits = model(windows[:, :-1])  # (B, T, V)
     B, T, V = logits.shape
     return F.cross_entropy(logits.reshape(B * T, V), windows[:, 1:].reshape(-1))
@@ -826,7 +827,8 @@ def train_shakespeare(config: ShakespeareConfig, corpus=None, log=print):
                    "val": round(estimate_loss(model, eval_sets["val"]), 4),
                    "seconds": round(time.perf_counter() - start, 2)}
             history["evals"].append(row)
-            log(f"step {step:5d}/{config.steps}  eval: train loss {row['train']:.4f}  val loss {row['val']:.4f}")
+            log(f"step {step:5d}/{config.steps}  eval: train loss {row['train']:.4f}  "
+                f"val loss {row['val']:.4f}")
         if step in config.sample_steps:
             history["samples"][str(step)] = sample_text(model, corpus, config.sample_prompt,
                                                         config.sample_len, seed=config.seed)
@@ -847,12 +849,14 @@ def train_shakespeare(config: ShakespeareConfig, corpus=None, log=print):
         if step % config.log_every == 0 or step == config.steps:
             elapsed = time.perf_counter() - start
             eta = elapsed / step * (config.steps - step)
-            log(f"step {step:5d}/{config.steps}  loss {np.mean(history['train_loss'][-config.log_every:]):.4f}  "
-                f"{elapsed:6.1f}s  {step * tokens_per_step / train_seconds:,.0f} tokens/s  ETA {_duration(eta)}")
+            recent = np.mean(history["train_loss"][-config.log_every:])
+            log(f"step {step:5d}/{config.steps}  loss {recent:.4f}  {elapsed:6.1f}s  "
+                f"{step * tokens_per_step / train_seconds:,.0f} tokens/s  ETA {_duration(eta)}")
         checkpoint(step)
     seconds = time.perf_counter() - start
     final = history["evals"][-1]
-    result = {"task": "shakespeare", "steps": config.steps, "train_loss": final["train"], "val_loss": final["val"],
+    result = {"task": "shakespeare", "steps": config.steps, "train_loss": final["train"],
+              "val_loss": final["val"],
               "val_loss_full": round(split_loss(model, corpus.val, config.block_size), 4),
               "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
               "tokens_per_second": round(config.steps * tokens_per_step / train_seconds),
