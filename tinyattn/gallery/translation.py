@@ -123,3 +123,17 @@ def translation_cross_attention():
     fig.suptitle(f"cross-attention of the trained translator (alignment score of layer {layer}: "
                  f"{scores[layer].mean():.2f} on 300 test dates)")
     return fig
+
+
+VIEW_FORMAT = "weekday_the_dth_of"
+
+
+@figure("translation_head_view", "interactive head view (HTML) of the translator's cross-attention on one date")
+def translation_head_view():
+    model, _, _, test = committed()
+    i = first_of_each_format(test, (VIEW_FORMAT,))[0]
+    maps = example_maps(test, i, model)  # (layers, H, 11, n)
+    return viz.head_view(output_labels(test, i), maps, key_tokens=source_labels(test.sources[i]),
+                         layer_names=[f"decoder layer {k}" for k in range(len(maps))],
+                         title=f"cross-attention of the trained translator: {test.sources[i]!r} -> "
+                               f"{test.targets[i]} (left: the character being predicted, right: the source)")
