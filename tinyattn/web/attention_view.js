@@ -3,8 +3,9 @@
 // The page holds one <div id="tinyattn-view"> and the data as JSON in <script id="tinyattn-data">:
 //   mode "head" | "model"; queries (L tokens), keys (S tokens); layers, heads (names); colors (one
 //   per head); scale; weights[layer][head] = the (L, S) matrix, row-major, as integers: P = w / scale.
-// Head view: one line from query i (left) to key j (right) per visible head, stroke-opacity = P[i, j].
-// Hovering a query shows only its row of lines (a key: its column). Model view: a layers x heads grid
+// Head view: one line from query i (left) to key j (right) per visible head, opacity = P[i, j]: at
+// rest drawn into one canvas per head (a layer switch redraws them, nothing else does); hovering a
+// query shows only its row of lines (a key: its column), as SVG <line>s with stroke-opacity = P. Model view: a layers x heads grid
 // of thumbnails; a click opens that head in a head view below. When drawn, the root gets
 // data-ready="1" and data-ready-ms = milliseconds since navigation started.
 (function () {
@@ -13,6 +14,7 @@
   var ROW = 20;  // px per token row
   var GAP = 170;  // px between the query and the key column
   var THUMB_W = 64;  // px of a model-view thumbnail
+  var LEVELS = 32;  // opacity steps of the lines drawn at rest (a hovered token's lines are exact)
 
   function el(tag, cls, parent, text) {
     var e = document.createElement(tag);
@@ -32,6 +34,45 @@
   function weightsOf(data) {
     var S = data.keys.length, scale = data.scale;
     return function (l, h, i, j) { return data.weights[l][h][i * S + j] / scale; };
+  }
+
+  // Every line (i, j) of head h in layer l into a canvas of w x ht CSS px: from (x0, y0 + (i + 0.5) yq)
+  // to (x1, y0 + (j + 0.5) yk), alpha = P[i, j] rounded to 1/LEVELS. One stroke per level: each stroke
+  // composites the whole canvas, so 1/255 steps (a stroke per distinct weight) made a 12-head layer
+  // 3x slower to draw than 1/32 steps. Sets data-layer (drawn) and data-lines (lines drawn).
+  function drawLines(canvas, data, P, l, h, w, ht, geom) {
+    var L = data.queries.length, S = data.keys.length, ratio = window.devicePixelRatio || 1;
+    var levels = [], count = 0;
+    for (var i = 0; i < L; i++) {
+      for (var j = 0; j < S; j++) {
+        var level = Math.round(P(l, h, i, j) * LEVELS);
+        if (level === 0) continue;
+        (levels[level] = levels[level] || []).push(i, j);
+        count++;
+      }
+    }
+    if (canvas.width !== w * ratio || canvas.height !== ht * ratio) {
+      canvas.width = w * ratio;
+      canvas.height = ht * ratio;
+      canvas.style.width = w + "px";
+      canvas.style.height = ht + "px";
+    }
+    var ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, w, ht);
+    ctx.strokeStyle = data.colors[h];
+    ctx.lineWidth = geom.lineWidth;
+    levels.forEach(function (ij, level) {
+      ctx.globalAlpha = level / LEVELS;
+      ctx.beginPath();
+      for (var n = 0; n < ij.length; n += 2) {
+        ctx.moveTo(geom.x0, geom.y0 + (ij[n] + 0.5) * geom.yq);
+        ctx.lineTo(geom.x1, geom.y0 + (ij[n + 1] + 0.5) * geom.yk);
+      }
+      ctx.stroke();
+    });
+    canvas.dataset.layer = String(l);
+    canvas.dataset.lines = String(count);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -85,32 +126,42 @@
     }
     var qTokens = column(data.queries, "queries");
     var height = Math.max(L, S) * ROW;
-    var svg = svgEl("svg", { "class": "ta-lines", width: GAP, height: height }, body);
+    var lines = el("div", "ta-lines", body);
+    lines.style.width = GAP + "px";
+    lines.style.height = height + "px";
     var kTokens = column(data.keys, "keys");
 
-    // the lines as one piece of markup (much faster to parse than element-by-element building)
-    var markup = [];
-    for (var h = 0; h < H; h++) {
-      markup.push('<g class="ta-head" data-head="' + h + '" stroke="' + data.colors[h] + '">');
-      for (var i = 0; i < L; i++) {
-        for (var j = 0; j < S; j++) {
-          markup.push('<line class="ta-line" data-i="' + i + '" data-j="' + j + '" x1="0" y1="' + (i + 0.5) * ROW +
-                      '" x2="' + GAP + '" y2="' + (j + 0.5) * ROW + '"/>');
-        }
-      }
-      markup.push("</g>");
-    }
-    svg.innerHTML = markup.join("");
-    var groups = Array.prototype.slice.call(svg.children);
-    var lines = groups.map(function (g) { return Array.prototype.slice.call(g.children); });  // [h][i * S + j]
-    var shown = lines.map(function (row) { return row.map(function () { return true; }); });
+    // at rest every line of a head is drawn once into that head's canvas (one stroke per opacity level,
+    // redrawn only when the layer changes); the lines of a hovered token are SVG elements on top
+    var canvases = data.heads.map(function (name, h) {
+      var c = el("canvas", "ta-head-lines", lines);
+      c.dataset.head = String(h);
+      return c;
+    });
+    var drawnLayer = canvases.map(function () { return -1; });
+    var overlay = svgEl("svg", { "class": "ta-focus-lines", width: GAP, height: height }, lines);
+    var geometry = { x0: 0, x1: GAP, y0: 0, yq: ROW, yk: ROW, lineWidth: 2 };
 
-    function paintWeights() {
-      for (var h = 0; h < H; h++) {
-        for (var i = 0; i < L; i++) {
-          for (var j = 0; j < S; j++) lines[h][i * S + j].setAttribute("stroke-opacity", P(state.layer, h, i, j));
-        }
+    function drawHead(h) {
+      drawLines(canvases[h], data, P, state.layer, h, GAP, height, geometry);
+      drawnLayer[h] = state.layer;
+    }
+
+    function drawFocus() {  // the hovered token's lines, one SVG line per visible head and other token
+      var f = state.focus, l = state.layer, markup = [];
+      if (f !== null) {
+        state.visible.forEach(function (h) {
+          markup.push('<g class="ta-head" data-head="' + h + '" stroke="' + data.colors[h] + '">');
+          var n = f.side === "queries" ? S : L;
+          for (var k = 0; k < n; k++) {
+            var i = f.side === "queries" ? f.index : k, j = f.side === "queries" ? k : f.index;
+            markup.push('<line class="ta-line" data-i="' + i + '" data-j="' + j + '" x1="0" y1="' + (i + 0.5) * ROW +
+                        '" x2="' + GAP + '" y2="' + (j + 0.5) * ROW + '" stroke-opacity="' + P(l, h, i, j) + '"/>');
+          }
+          markup.push("</g>");
+        });
       }
+      overlay.innerHTML = markup.join("");
     }
 
     function shade(tokens, weightAt) {  // the other column: mean weight over the visible heads
@@ -131,19 +182,12 @@
     function paintVisibility() {
       var f = state.focus, l = state.layer;
       for (var h = 0; h < H; h++) {
-        var on = state.visible.indexOf(h) >= 0;
-        groups[h].style.display = on ? "" : "none";
+        var on = state.visible.indexOf(h) >= 0, rest = on && f === null;
         toggles[h].classList.toggle("ta-off", !on);
-        for (var i = 0; i < L; i++) {
-          for (var j = 0; j < S; j++) {
-            var show = f === null || (f.side === "queries" ? i === f.index : j === f.index);
-            if (show !== shown[h][i * S + j]) {  // touch only the lines that change
-              lines[h][i * S + j].style.display = show ? "" : "none";
-              shown[h][i * S + j] = show;
-            }
-          }
-        }
+        if (rest && drawnLayer[h] !== l) drawHead(h);  // hidden heads are drawn when first shown
+        canvases[h].style.display = rest ? "" : "none";
       }
+      drawFocus();
       qTokens.concat(kTokens).forEach(function (t) { t.classList.remove("ta-focus"); });
       if (f === null) {
         shade(qTokens, null);
@@ -162,7 +206,6 @@
     function setLayer(l) {
       state.layer = l;
       if (select) select.value = String(l);
-      paintWeights();
       paintVisibility();
     }
 
@@ -171,7 +214,6 @@
       paintVisibility();
     }
 
-    paintWeights();
     paintVisibility();
     return { setLayer: setLayer, setVisible: setVisible };
   }
@@ -179,42 +221,12 @@
   // ---------------------------------------------------------------------------------------------
   // model view: a layers x heads grid of thumbnails; a click opens the head
   // ---------------------------------------------------------------------------------------------
-  function drawThumb(canvas, data, P, l, h) {
-    var L = data.queries.length, S = data.keys.length;
-    var w = THUMB_W, ht = +canvas.dataset.height, pad = 4, ratio = window.devicePixelRatio || 1;
-    canvas.width = w * ratio;
-    canvas.height = ht * ratio;
-    canvas.style.width = w + "px";
-    canvas.style.height = ht + "px";
-    var ctx = canvas.getContext("2d");
-    ctx.scale(ratio, ratio);
-    ctx.strokeStyle = data.colors[h];
-    ctx.lineWidth = 1;
-    var levels = 32, paths = [];  // lines grouped by opacity: one stroke per level
-    for (var k = 0; k <= levels; k++) paths.push([]);
-    for (var i = 0; i < L; i++) {
-      for (var j = 0; j < S; j++) {
-        var level = Math.round(P(l, h, i, j) * levels);
-        if (level > 0) paths[level].push(i, j);
-      }
-    }
-    var yq = (ht - 2 * pad) / L, yk = (ht - 2 * pad) / S;
-    for (k = 1; k <= levels; k++) {
-      if (paths[k].length === 0) continue;
-      ctx.globalAlpha = k / levels;
-      ctx.beginPath();
-      for (var n = 0; n < paths[k].length; n += 2) {
-        ctx.moveTo(pad, pad + (paths[k][n] + 0.5) * yq);
-        ctx.lineTo(w - pad, pad + (paths[k][n + 1] + 0.5) * yk);
-      }
-      ctx.stroke();
-    }
-  }
-
   function modelView(root, data) {
     var P = weightsOf(data);
     var H = data.heads.length;
     var thumbHeight = Math.min(100, Math.max(48, 3 * Math.max(data.queries.length, data.keys.length)));
+    var pad = 4, thumbGeometry = { x0: pad, x1: THUMB_W - pad, y0: pad, yq: (thumbHeight - 2 * pad) / data.queries.length,
+                                   yk: (thumbHeight - 2 * pad) / data.keys.length, lineWidth: 1 };
     el("div", "ta-hint", root, "click a head to open it");
     var both = el("div", "ta-model", root);
     var grid = el("div", "ta-grid", both);
@@ -231,9 +243,8 @@
         var c = el("canvas", "ta-thumb", grid);
         c.dataset.layer = String(l);
         c.dataset.head = String(h);
-        c.dataset.height = String(thumbHeight);
         c.title = name + ", " + data.heads[h] + " (click to open)";
-        drawThumb(c, data, P, l, h);
+        drawLines(c, data, P, l, h, THUMB_W, thumbHeight, thumbGeometry);
         c.addEventListener("click", open.bind(null, l, h));
         thumbs.push(c);
       }
