@@ -215,9 +215,11 @@ class Browser:
                           {"type": phase, "x": x, "y": y, "button": "left", "clickCount": 1})
 
     def center(self, selector: str) -> tuple:
-        """(x, y) of the centre of the first element matching a CSS selector."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-                            f".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        """(x, y) of the centre of the first element matching a CSS selector, in the viewport (the
+        page is scrolled to bring the element into view first)."""
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                            f"e.scrollIntoView({{block: 'nearest', inline: 'nearest'}}); "
+                            f"const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
         return tuple(box)
 
     def screenshot(self, selector: str | None = None) -> bytes:

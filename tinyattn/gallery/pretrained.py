@@ -205,9 +205,9 @@ def pretrained_model_view():
 @figure("pretrained_model_view_screenshot", "the model view in headless Chromium, the 'it' head opened "
                                             "(needs the model and Chromium)")
 def pretrained_model_view_screenshot():
-    view = pretrained_model_view()
     if browser.find_chromium() is None:
-        raise FigureSkipped("no Chromium: the screenshot is taken by headless Chromium "
-                            "(on Debian: apt-get install chromium)")
+        raise FigureSkipped("no Chromium: the screenshot is taken by headless Chromium (on Debian: apt-get "
+                            "install chromium); the PNG already there, if any, is kept")
+    view = pretrained_model_view()
     c = coreference()
     return view.screenshot(open_head=c["head"], hover=("queries", c["it"]))

@@ -1,6 +1,6 @@
 // tinyattn's interactive attention views (tinyattn.interactive): no library, no network.
 //
-// The page holds one <div id="tinyattn-view"> and the data as JSON in <script id="tinyattn-data">:
+// The page holds one div#tinyattn-view and the data as JSON in the script element #tinyattn-data:
 //   mode "head" | "model"; queries (L tokens), keys (S tokens); layers, heads (names); colors (one
 //   per head); scale; weights[layer][head] = the (L, S) matrix, row-major, as integers: P = w / scale.
 // Head view: one line from query i (left) to key j (right) per visible head, opacity = P[i, j]: at
