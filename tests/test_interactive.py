@@ -330,6 +330,16 @@ def png_pixels(png: bytes) -> np.ndarray:
     return image.imread(io.BytesIO(png), format="png")[..., :3]  # (height, width, RGB) in [0, 1]
 
 
+def head_colours_drawn(pixels, heads: int) -> list:
+    """The head colours of which some pixel is within 0.02 of the exact colour (a toggle at least)."""
+    found = []
+    for colour in HEAD_COLORS[:heads]:
+        rgb = np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)]) / 255
+        if (np.abs(pixels - rgb).max(axis=-1) < 0.02).any():
+            found.append(colour)
+    return found
+
+
 @pytest.mark.parametrize("name", ["sentence_head_view", "pretrained_model_view"])
 def test_screenshot_is_not_blank(b, cases, name):
     case = cases(name)
@@ -341,7 +351,25 @@ def test_screenshot_is_not_blank(b, cases, name):
     assert pixels.std() > 0.05 and len(colours) > 200 and inked > 0.02, \
         f"std {pixels.std():.3f}, {len(colours)} colours, {inked:.1%} inked"
     if name in HEAD_VIEWS:  # every head's colour is on the picture (its toggle at least), not only text
-        for colour in HEAD_COLORS[:case["weights"].shape[1]]:
-            rgb = np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)]) / 255
-            assert (np.abs(pixels - rgb).max(axis=-1) < 0.02).any(), f"no pixel of head colour {colour}"
+        H = case["weights"].shape[1]
+        assert head_colours_drawn(pixels, H) == list(HEAD_COLORS[:H])
     assert b.errors == []
+
+
+def test_two_views_inline_in_one_page_as_in_jupyter(b, cases, folder):
+    """``_repr_html_`` (what Jupyter shows): each view in its own sandboxed iframe, both drawn."""
+    views = [make(name) for name in HEAD_VIEWS]
+    page = folder / "notebook.html"
+    page.write_text("<!DOCTYPE html><html><body>" + "".join(v._repr_html_() for v in views) + "</body></html>",
+                    encoding="utf-8")
+    b.open(page)
+    b.wait_for('document.querySelectorAll("iframe").length === 2')
+    settle(b)
+    time.sleep(0.3)  # the iframes' own first frames
+    pixels = png_pixels(b.screenshot())
+    boxes = js(b, 'return [...document.querySelectorAll("iframe")].map(f => { const r = f.getBoundingClientRect(); '
+                  'return [r.x + scrollX, r.y + scrollY, r.width, r.height].map(Math.round); });')
+    for (x, y, w, h), view in zip(boxes, views):
+        H = view.shape[1]
+        assert head_colours_drawn(pixels[y:y + h, x:x + w], H) == list(HEAD_COLORS[:H]), "a view was not drawn"
+    assert b.errors == [] and b.requests == [page.resolve().as_uri()]
