@@ -68,7 +68,8 @@ def measure(b, path: str, loads: int, model: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loads", type=int, default=9)
     args = parser.parse_args()
     tokens, attn = attention_of(SENTENCE)  # L tokens, (6, 12, L, L)

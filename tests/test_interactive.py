@@ -121,7 +121,8 @@ def drawn_lines(b) -> list:
             .map(t => { const r = t.getBoundingClientRect(); return r.y + r.height / 2; });
         const q = tokens("queries"), k = tokens("keys");
         return [...document.querySelectorAll(".ta-focus-lines line")].map(line => {
-          const top = line.ownerSVGElement.getBoundingClientRect().y, i = +line.dataset.i, j = +line.dataset.j;
+          const top = line.ownerSVGElement.getBoundingClientRect().y;
+          const i = +line.dataset.i, j = +line.dataset.j;
           return [+line.parentNode.dataset.head, i, j, +getComputedStyle(line).strokeOpacity,
                   top + line.y1.baseVal.value - q[i], top + line.y2.baseVal.value - k[j]];
         });""")
@@ -156,7 +157,8 @@ def check_rest(b, P, layer: int, heads) -> None:
         if h not in heads:
             assert display == "none", f"head {h} is hidden but its lines are shown"
             continue
-        assert display != "none" and drawn_layer == str(layer), f"head {h}: display {display}, layer {drawn_layer}"
+        assert display != "none" and drawn_layer == str(layer), \
+            f"head {h}: display {display}, layer {drawn_layer}"
         lo, hi = (P[layer, h] >= threshold + TOL).sum(), (P[layer, h] >= threshold - TOL).sum()
         assert lo <= count <= hi, f"head {h} drew {count} lines, expected {lo} to {hi}"
 
@@ -186,7 +188,8 @@ def test_page_is_self_contained(cases, name):
     assert not re.search(r"@import|url\(|<link\b", page, re.I), "no stylesheet or font is fetched"
     assert len(re.findall(r"https?://", page)) == 1 and "http://www.w3.org/2000/svg" in page, \
         "the only URL is the SVG namespace name, which is never fetched"
-    assert page.count("<script") == 2 and page.count("<style") == 1, "the data, the script and the style inline"
+    assert page.count("<script") == 2 and page.count("<style") == 1, \
+        "the data, the script and the style inline"
 
 
 def test_figures_cli_without_chromium_skips_the_screenshot_and_keeps_the_png(tmp_path, monkeypatch, capsys):
@@ -299,11 +302,11 @@ def test_model_view_thumbnails_and_a_click_opens_that_head(b, cases):
     load(b, case)
     thumbs = js(b, 'return [...document.querySelectorAll(".ta-thumb")].map(c => '
                    '[+c.dataset.layer, +c.dataset.head, +c.dataset.lines, c.width > 0 && c.height > 0]);')
-    assert sorted((l, h) for l, h, *_ in thumbs) == [(l, h) for l in range(layers) for h in range(H)]
+    assert sorted((k, h) for k, h, *_ in thumbs) == [(k, h) for k in range(layers) for h in range(H)]
     threshold = 0.5 / LEVELS
-    for l, h, count, sized in thumbs:
-        lo, hi = (P[l, h] >= threshold + TOL).sum(), (P[l, h] >= threshold - TOL).sum()
-        assert sized and lo <= count <= hi, f"thumbnail ({l}, {h}) drew {count} lines, expected {lo} to {hi}"
+    for k, h, count, sized in thumbs:
+        lo, hi = (P[k, h] >= threshold + TOL).sum(), (P[k, h] >= threshold - TOL).sum()
+        assert sized and lo <= count <= hi, f"thumbnail ({k}, {h}) drew {count} lines, expected {lo} to {hi}"
     assert js(b, 'return document.querySelector(".ta-detail").hidden;'), "no head is open before a click"
 
     for layer, head in ((4, 9), (1, 2)):  # a second click re-uses the open head view
@@ -313,9 +316,11 @@ def test_model_view_thumbnails_and_a_click_opens_that_head(b, cases):
             return [d.hidden, document.getElementById("tinyattn-view").dataset.open,
                     document.querySelector(".ta-layer").value,
                     [...document.querySelectorAll(".ta-head-toggle:not(.ta-off)")].map(t => +t.dataset.head),
-                    [...document.querySelectorAll(".ta-thumb.ta-selected")].map(c => c.dataset.layer + "," + c.dataset.head)];""")
+                    [...document.querySelectorAll(".ta-thumb.ta-selected")]
+                      .map(c => c.dataset.layer + "," + c.dataset.head)];""")
         assert state == [False, f"{layer},{head}", str(layer), [head], [f"{layer},{head}"]], state
-        assert js(b, 'return document.querySelectorAll(\'.ta-detail .ta-token[data-side="queries"]\').length;') == L
+        selector = '.ta-detail .ta-token[data-side="queries"]'
+        assert js(b, f"return document.querySelectorAll('{selector}').length;") == L
         check_rest(b, P, layer, [head])
         i = case["tokens"].index("it")
         hover(b, "queries", i)
@@ -360,16 +365,18 @@ def test_two_views_inline_in_one_page_as_in_jupyter(b, cases, folder):
     """``_repr_html_`` (what Jupyter shows): each view in its own sandboxed iframe, both drawn."""
     views = [make(name) for name in HEAD_VIEWS]
     page = folder / "notebook.html"
-    page.write_text("<!DOCTYPE html><html><body>" + "".join(v._repr_html_() for v in views) + "</body></html>",
-                    encoding="utf-8")
+    inline = "".join(v._repr_html_() for v in views)
+    page.write_text(f"<!DOCTYPE html><html><body>{inline}</body></html>", encoding="utf-8")
     b.open(page)
     b.wait_for('document.querySelectorAll("iframe").length === 2')
     settle(b)
     time.sleep(0.3)  # the iframes' own first frames
     pixels = png_pixels(b.screenshot())
-    boxes = js(b, 'return [...document.querySelectorAll("iframe")].map(f => { const r = f.getBoundingClientRect(); '
+    boxes = js(b, 'return [...document.querySelectorAll("iframe")].map(f => { '
+                  'const r = f.getBoundingClientRect(); '
                   'return [r.x + scrollX, r.y + scrollY, r.width, r.height].map(Math.round); });')
     for (x, y, w, h), view in zip(boxes, views):
         H = view.shape[1]
-        assert head_colours_drawn(pixels[y:y + h, x:x + w], H) == list(HEAD_COLORS[:H]), "a view was not drawn"
+        drawn = head_colours_drawn(pixels[y:y + h, x:x + w], H)
+        assert drawn == list(HEAD_COLORS[:H]), f"a view was not drawn: head colours found {drawn}"
     assert b.errors == [] and b.requests == [page.resolve().as_uri()]

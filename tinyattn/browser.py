@@ -219,7 +219,8 @@ class Browser:
         page is scrolled to bring the element into view first)."""
         box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
                             f"e.scrollIntoView({{block: 'nearest', inline: 'nearest'}}); "
-                            f"const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+                            f"const r = e.getBoundingClientRect(); "
+                            f"return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
         return tuple(box)
 
     def screenshot(self, selector: str | None = None) -> bytes:
@@ -254,7 +255,8 @@ class Browser:
     @property
     def requests(self) -> list:
         """The URLs the page asked the network layer for since it was opened."""
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
+        return [e["params"]["request"]["url"] for e in self.events
+                if e["method"] == "Network.requestWillBeSent"]
 
     # -- the end ----------------------------------------------------------------------------------
 
