@@ -18,8 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from tinyattn import browser, figures, pretrained
-from tinyattn.interactive import HEAD_COLORS
+import tinyattn as ta
+from tinyattn import browser, figures, pretrained, viz
+from tinyattn.interactive import HEAD_COLORS, stack_attention
 from tinyattn.examples import SENTENCE, hand_set_heads
 from tinyattn.gallery import make
 from tinyattn.gallery import pretrained as pretrained_gallery
@@ -190,6 +191,37 @@ def test_page_is_self_contained(cases, name):
         "the only URL is the SVG namespace name, which is never fetched"
     assert page.count("<script") == 2 and page.count("<style") == 1, \
         "the data, the script and the style inline"
+
+
+def test_stack_attention_takes_every_layout_of_the_library():
+    ta.manual_seed(0)
+    layer = ta.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+    model = ta.nn.TransformerEncoder(layer, 2)
+    x = ta.tensor(np.random.default_rng(0).standard_normal((3, 5, 16)).astype(np.float32))  # (N, L, E)
+    with ta.nn.record_attention(model) as rec:
+        model(x)
+    assert len(rec.weights) == 2 and rec.weights[0].shape == (3, 2, 5, 5)
+    want = np.stack([np.asarray(w)[1] for w in rec.weights])  # (layers, H, L, S) of example 1
+    np.testing.assert_array_equal(stack_attention(rec.weights, batch=1), want)
+    np.testing.assert_array_equal(stack_attention(np.stack(rec.weights), batch=1), want)  # (layers, N, H, L, S)
+    np.testing.assert_array_equal(stack_attention(want), want)
+    np.testing.assert_array_equal(stack_attention(want[0]), want[:1])  # (H, L, S): one layer
+    np.testing.assert_array_equal(stack_attention(want[0, 1]), want[:1, 1:2])  # (L, S): one head
+    view = viz.head_view(list("abcde"), rec.weights, batch=2)
+    assert view.shape == (2, 2, 5, 5) and "<AttentionView: head view, 2 layer(s) x 2 head(s)" in repr(view)
+
+    with pytest.raises(ValueError, match=r"batch of N = 3 .*pass batch=i"):
+        stack_attention(rec.weights)
+    with pytest.raises(ValueError, match=r"batch=3 but attn has N = 3"):
+        stack_attention(rec.weights, batch=3)
+    with pytest.raises(ValueError, match=r"not scores"):
+        stack_attention(want - 0.5)
+    with pytest.raises(ValueError, match=r"tokens has 4 tokens but attn has L = 5"):
+        viz.head_view(list("abcd"), want)
+    with pytest.raises(ValueError, match=r"S = 3 keys \(cross-attention\); pass key_tokens"):
+        viz.model_view(list("abcde"), want[..., :3] / want[..., :3].sum(-1, keepdims=True))
+    with pytest.raises(ValueError, match=r"heads=\[2\] but attn has 2 heads"):
+        viz.head_view(list("abcde"), want, heads=[2])
 
 
 def test_figures_cli_without_chromium_skips_the_screenshot_and_keeps_the_png(tmp_path, monkeypatch, capsys):
