@@ -203,7 +203,8 @@ def test_stack_attention_takes_every_layout_of_the_library():
     assert len(rec.weights) == 2 and rec.weights[0].shape == (3, 2, 5, 5)
     want = np.stack([np.asarray(w)[1] for w in rec.weights])  # (layers, H, L, S) of example 1
     np.testing.assert_array_equal(stack_attention(rec.weights, batch=1), want)
-    np.testing.assert_array_equal(stack_attention(np.stack(rec.weights), batch=1), want)  # (layers, N, H, L, S)
+    stacked = np.stack(rec.weights)  # (layers, N, H, L, S), as the pretrained model returns
+    np.testing.assert_array_equal(stack_attention(stacked, batch=1), want)
     np.testing.assert_array_equal(stack_attention(want), want)
     np.testing.assert_array_equal(stack_attention(want[0]), want[:1])  # (H, L, S): one layer
     np.testing.assert_array_equal(stack_attention(want[0, 1]), want[:1, 1:2])  # (L, S): one head
