@@ -557,6 +557,46 @@ def test_streaming_measurements_say_what_the_readme_says(measured):
 
 
 # ----------------------------------------------------------------------------------------------
+# the numbers behind the figures
+# ----------------------------------------------------------------------------------------------
+
+
+def test_kv_cache_bytes_figure_numbers_are_the_closed_forms():
+    from tinyattn.gallery import decoding
+
+    curves = decoding.kv_cache_curves([1, 17, 4096])
+    per_token = {"mha": 2 * 32 * 32 * 128 * 2, "gqa": 2 * 32 * 8 * 128 * 2, "mqa": 2 * 32 * 128 * 2,
+                 "mla": 32 * (512 + 64) * 2}  # bytes per token: 512, 128, 16 and 36 KiB
+    for name, b in per_token.items():
+        np.testing.assert_array_equal(curves[name], [b, 17 * b, 4096 * b])
+    np.testing.assert_array_equal(curves["paged"], np.array([16, 32, 4096]) * per_token["mha"])
+    batch = decoding.mixed_batch_slots()
+    lengths = batch["lengths"]
+    assert len(lengths) == 32 and lengths.min() >= 1 and lengths.max() <= 4096
+    assert batch["used"] == lengths.sum() and batch["preallocated"] == 32 * 4096
+    assert batch["paged"] == sum(16 * math.ceil(n / 16) for n in lengths)
+    assert 0 <= batch["paged"] - batch["used"] < 32 * 16
+
+
+def test_the_two_figures_draw_their_data(measured):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tinyattn.gallery import decoding
+
+    fig = decoding.kv_cache_bytes()
+    lines = {line.get_label().split(":")[0]: line for line in fig.axes[0].get_lines()}
+    mha = lines["MHA (32 kv heads)"]
+    np.testing.assert_allclose(mha.get_ydata(), decoding.kv_cache_curves(mha.get_xdata())["mha"] / 2 ** 20)
+    fig = decoding.streaming_loss()
+    full = [line for line in fig.axes[0].get_lines() if line.get_label() == "full cache"][0]
+    curve = np.asarray(measured["runs"]["rope"]["curves"]["full"])
+    np.testing.assert_allclose(full.get_ydata()[-1], curve[-16:].mean(), rtol=1e-12)
+    plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------
 # the registry
 # ----------------------------------------------------------------------------------------------
 
