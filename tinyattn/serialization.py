@@ -69,23 +69,60 @@ def _umask() -> int:
     return mask
 
 
+MAX_KEY_BYTES = 0xFFFF - len(".npy")  # a zip member name holds at most 65,535 bytes
+
+
+def _storable(dtype: np.dtype) -> bool:
+    """Can ``load`` read an array of this dtype back? Numbers and bools only (no pickle, no text)."""
+    return not dtype.hasobject and dtype.kind in "biufc"
+
+
+def _check_key(name) -> None:
+    """A key ``save`` can store so that ``load`` gives it back unchanged, or a TypeError/ValueError."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"save: every name must be a non-empty str, got {name!r:.80}")
+    if "\0" in name:
+        raise ValueError(f"save: the name {name!r:.80} holds a NUL character, which a zip archive "
+                         f"cannot store (it would cut the name short and merge entries)")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError as err:
+        raise ValueError(f"save: the name {name!r:.80} is not valid UTF-8 text ({err.reason} at "
+                         f"position {err.start})") from None
+    if size > MAX_KEY_BYTES:
+        raise ValueError(f"save: the name {name!r:.20}... is {size:,} bytes long; a zip archive holds "
+                         f"names of at most {MAX_KEY_BYTES:,} bytes")
+
+
+def _as_array(name: str, value) -> np.ndarray:
+    """The array ``save`` writes for one entry, or a TypeError naming the key and what it holds."""
+    try:
+        arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+    except ValueError as err:  # ragged nested lists
+        raise TypeError(f"save: {name!r:.80} is not an array of numbers ({err})") from None
+    if not _storable(arr.dtype):
+        raise TypeError(f"save: {name!r:.80} has dtype {arr.dtype}, not an array of numbers or bools; "
+                        f"ta.load could not read it back (text, bytes, dates, records and objects are "
+                        f"refused: convert it, e.g. to codes or to np.frombuffer(s.encode(), np.uint8))")
+    return arr
+
+
 def save(state_dict, path) -> None:
     """Write a dict of name -> array (or Tensor) to ``path`` as an uncompressed ``.npz``.
 
     The archive holds one ``NAME.npy`` per entry, exactly as ``np.savez`` writes it (so
-    ``np.load`` reads it too), but any name works, ``"file"`` included.
+    ``np.load`` reads it too), but any name works, ``"file"`` included. Every entry is checked
+    before anything is written: what ``load`` would refuse (a dtype that is not a number or a
+    bool, a name with a NUL or that is not UTF-8 text) is a TypeError/ValueError naming the key.
+    The file is written under a temporary name and renamed, so a good file is never half-replaced.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"save expects a dict of name -> array (such as module.state_dict()), "
                         f"got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
-        arr = value.data if isinstance(value, Tensor) else np.asarray(value)
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"save: every name must be a non-empty str, got {name!r}")
-        if arr.dtype == object:
-            raise TypeError(f"save: {name!r} is not a numeric array (object arrays need pickle)")
-        arrays[name] = arr
+        _check_key(name)
+        arrays[name] = _as_array(name, value)
 
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -143,7 +180,7 @@ def _read_member(member, size: int, path: str, name: str) -> np.ndarray:
         shape, fortran, dtype = read_header(member)
     except ValueError as err:
         raise ValueError(f"{path}: member {name!r} is not an array ({err})") from None
-    if dtype.hasobject or dtype.kind not in "biufc":
+    if not _storable(dtype):
         raise ValueError(f"{path}: member {name!r} is not an array of numbers (dtype {dtype})")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != size - member.tell():

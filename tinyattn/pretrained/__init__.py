@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-import json
 import os
 import pathlib
 import re
@@ -33,7 +32,7 @@ import numpy as np
 
 from .. import downloads
 from ..downloads import cache_dir, sha256_file
-from .bert import BertConfig, BertModel, hf_to_tinyattn, mean_pool
+from .bert import BertConfig, BertModel, check_fields, hf_to_tinyattn, mean_pool, read_json_object
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
 
@@ -218,11 +217,19 @@ def is_available() -> bool:
     return True
 
 
-def _read_json(path: pathlib.Path) -> dict:
+def _read_json(path: pathlib.Path, specs: dict) -> dict:
+    """An optional JSON object file ({} when absent), its fields checked by ``check_fields``."""
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    raw = read_json_object(path)
+    check_fields(path, raw, specs)
+    return raw
+
+
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+LENGTH = (lambda v: type(v) is int and v >= 1, "an int >= 1")
+TOKENIZER_FIELDS = {"do_lower_case": BOOL, "tokenize_chinese_chars": BOOL, "model_max_length": LENGTH,
+                    "strip_accents": (lambda v: v is None or isinstance(v, bool), "true, false or null")}
 
 
 def load_folder(folder, dtype=None):
@@ -241,7 +248,7 @@ def load_folder(folder, dtype=None):
         raise FileNotFoundError(f"{folder} is not a complete Hugging Face BERT folder: "
                                 f"{', '.join(str(folder / m) for m in missing)} missing")
     config = BertConfig.from_file(folder / "config.json")
-    options = _read_json(folder / "tokenizer_config.json")
+    options = _read_json(folder / "tokenizer_config.json", TOKENIZER_FIELDS)
     tokenizer = BertTokenizer(
         load_vocab(folder / "vocab.txt"),
         lowercase=options.get("do_lower_case", True),
@@ -252,7 +259,7 @@ def load_folder(folder, dtype=None):
     model = BertModel(config, tokenizer)
     weights = read_safetensors(folder / "model.safetensors")
     model.load_state_dict(hf_to_tinyattn(weights, config.num_hidden_layers, str(folder / "model.safetensors")))
-    st = _read_json(folder / "sentence_bert_config.json")
+    st = _read_json(folder / "sentence_bert_config.json", {"max_seq_length": LENGTH})
     model.max_seq_length = min(st.get("max_seq_length", tokenizer.model_max_length), tokenizer.model_max_length)
     if dtype is not None:
         model.to(dtype)
