@@ -10,9 +10,11 @@ fixed earlier: the ``--save`` paths of ``python -m tinyattn.train``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pathlib
 import struct
+import warnings
 import zipfile
 
 import numpy as np
@@ -250,13 +252,67 @@ def test_save_keeps_every_number_kind_and_odd_but_legal_keys(tmp_path):
         assert back[k].dtype == np.asarray(v).dtype and np.array_equal(back[k], v), k
 
 
+def npy_bytes(shape, data: bytes = b"", descr: str = "<f4") -> bytes:
+    """A hand-made .npy member: a version 1.0 header for ``shape``, then ``data``."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": descr, "fortran_order": False, "shape": shape})
+    return out.getvalue() + data
+
+
+def archive(path, members) -> pathlib.Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names made on purpose
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members:
+                z.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("case, members, message", [
+    ("zero times a huge dim", [("w.npy", npy_bytes((0, 2 ** 70)))], r"member 'w' has shape \(0, 1180"),
+    ("zero times dims beyond int64", [("w.npy", npy_bytes((0, 2 ** 62, 2 ** 62)))], "is too large"),
+    ("65 dims", [("w.npy", npy_bytes((1,) * 65, b"\0" * 4))], "65 dimensions; at most 64"),
+    ("the same member twice", [("w.npy", npy_bytes((1,), b"\0" * 4)), ("w.npy", npy_bytes((2,), b"\0" * 8))],
+     "holds 'w' twice"),
+    ("w and w.npy", [("w", npy_bytes((1,), b"\0" * 4)), ("w.npy", npy_bytes((2,), b"\0" * 8))],
+     "holds 'w' twice"),
+])
+def test_load_of_hand_made_archives_names_the_file_and_member(tmp_path, case, members, message):
+    path = archive(tmp_path / "bad.npz", members)
+    with pytest.raises(ValueError, match=message) as err:
+        ta.load(path)
+    assert str(path) in str(err.value), case
+
+
+def test_load_and_read_safetensors_of_a_folder_say_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path} is a folder; expected an .npz file"):
+        ta.load(tmp_path)
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path} is a folder; expected a .safetensors file"):
+        safetensors.read_safetensors(tmp_path)
+
+
+@pytest.mark.parametrize("where, message", [("folder", "is a folder; expected a file name"),
+                                            ("", "the output file name is empty"),
+                                            ("new/", "ends with a path separator; expected a file name"),
+                                            ("blocker/x.npz", "is a file, not a folder")])
+def test_save_checks_its_path_before_writing(tmp_path, monkeypatch, where, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "blocker").write_text("x")
+    with pytest.raises(ValueError, match=message):
+        ta.save({"w": np.ones(1)}, where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "folder"]
+
+
 # ----------------------------------------------------------------------------------------------
 # python -m tinyattn.train --save: names that collide or are empty, before training
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("save, message", [("run.JSON", "the training log is written to PATH with .json"),
                                            ("RUN.Json", "the training log is written to PATH with .json"),
-                                           ("", "the output file name is empty")])
+                                           ("", "the output file name is empty"),
+                                           ("out/", "ends with a path separator"),
+                                           ("run.npz/", "ends with a path separator")])
 def test_train_refuses_colliding_or_empty_save_paths_before_training(save, message, capsys):
     from tinyattn import train
 
@@ -283,7 +339,7 @@ def entry(dtype="F32", shape=(1,), offsets=(0, 4)):
 
 @pytest.mark.parametrize("case, header, buffer, message", [
     ("zero times a huge dim", {"x": entry(shape=[0, 2 ** 70], offsets=[0, 0])}, b"",
-     r"shape \[0, 1180591620717411303424\] is too large"),
+     r"shape \[0, 1180591620717411303424\], which NumPy cannot hold: it is too large"),
     ("zero times dims beyond int64", {"x": entry(shape=[0, 2 ** 62, 2 ** 62], offsets=[0, 0])}, b"",
      "is too large"),
     ("65 dims", {"x": entry(shape=[1] * 65)}, b"\0" * 4, "65 dimensions; at most 64"),

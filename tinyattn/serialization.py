@@ -15,7 +15,10 @@ import numpy as np
 
 from .autograd import Tensor
 
-__all__ = ["save", "load", "atomic_write", "check_writable"]
+__all__ = ["save", "load", "atomic_write", "check_writable", "shape_problem"]
+
+MAX_DIMS = 64  # NumPy's limit on ndim
+MAX_ELEMENTS = 2 ** 60  # dims multiplied (a zero counted as 1) times 8 bytes stays within NumPy's int64 sizes
 
 
 def atomic_write(path, write) -> None:
@@ -49,6 +52,8 @@ def check_writable(path, kind: str = "file") -> str:
     if not path:
         raise ValueError(f"the output {kind} name is empty")
     full = os.path.abspath(path)
+    if kind == "file" and path.endswith(("/", os.sep)):
+        raise ValueError(f"{path} ends with a path separator; expected a file name")
     if kind == "file" and os.path.isdir(full):
         raise ValueError(f"{path} is a folder; expected a file name")
     if kind == "folder" and os.path.exists(full) and not os.path.isdir(full):
@@ -67,6 +72,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def shape_problem(shape) -> str | None:
+    """Why NumPy cannot make an array of ``shape`` (a tuple of ints >= 0), or None if it can.
+
+    More than 64 dims, or dims whose product (a zero counted as 1) exceeds 2**60 elements: NumPy
+    checks that product even for an empty array, so (0, 2**70) fails inside ``reshape``.
+    """
+    if len(shape) > MAX_DIMS:
+        return f"it has {len(shape)} dimensions; at most {MAX_DIMS} are possible"
+    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
+        return "it is too large (its dims multiply to more than 2**60 elements, counting a zero as 1)"
+    return None
 
 
 MAX_KEY_BYTES = 0xFFFF - len(".npy")  # a zip member name holds at most 65,535 bytes
@@ -123,6 +141,7 @@ def save(state_dict, path) -> None:
     for name, value in state_dict.items():
         _check_key(name)
         arrays[name] = _as_array(name, value)
+    check_writable(path)
 
     def write(f):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
@@ -147,6 +166,8 @@ def load(path) -> dict:
         source = path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path} is a folder; expected an .npz file written by ta.save")
     if isinstance(source, io.BytesIO):
         starts_like_zip = source.getvalue()[:4] == b"PK\x03\x04"
     else:
@@ -162,6 +183,9 @@ def load(path) -> dict:
         with zipfile.ZipFile(source) as z:
             for info in z.infolist():
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if name in out:
+                    raise ValueError(f"{path}: the archive holds {name!r} twice (as {info.filename!r} and "
+                                     f"an earlier member); one would silently replace the other")
                 with z.open(info) as member:
                     out[name] = _read_member(member, info.file_size, path, name)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error) as err:
@@ -182,6 +206,9 @@ def _read_member(member, size: int, path: str, name: str) -> np.ndarray:
         raise ValueError(f"{path}: member {name!r} is not an array ({err})") from None
     if not _storable(dtype):
         raise ValueError(f"{path}: member {name!r} is not an array of numbers (dtype {dtype})")
+    problem = shape_problem(shape)
+    if problem:
+        raise ValueError(f"{path}: member {name!r} has shape {shape!r:.200}, which NumPy cannot hold: {problem}")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != size - member.tell():
         raise ValueError(f"{path}: truncated or corrupt: member {name!r} should hold {nbytes} bytes of "

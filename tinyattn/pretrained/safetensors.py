@@ -21,6 +21,8 @@ import struct
 
 import numpy as np
 
+from ..serialization import shape_problem
+
 __all__ = ["read_safetensors", "read_header", "DTYPES", "MAX_HEADER_BYTES"]
 
 # safetensors dtype -> (stored little-endian NumPy dtype, dtype returned to the caller)
@@ -37,8 +39,6 @@ DTYPES = {
     "BOOL": (np.dtype("u1"), np.dtype(np.bool_)),
 }
 MAX_HEADER_BYTES = 100_000_000  # the limit the reference implementation uses
-MAX_DIMS = 64  # NumPy's limit on ndim
-MAX_ELEMENTS = 2 ** 60  # dims multiplied (a zero counted as 1) times 8 bytes stays within NumPy's int64 sizes
 
 
 def _reject_duplicates(pairs):
@@ -60,11 +60,9 @@ def _entry(path: str, name, info, buffer_len: int):
         raise ValueError(f"{where} has unknown dtype {dtype!r:.40}; known: {', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ValueError(f"{where} has shape {shape!r:.200}; expected a list of integers >= 0")
-    if len(shape) > MAX_DIMS:
-        raise ValueError(f"{where} has a shape of {len(shape)} dimensions; at most {MAX_DIMS} are possible")
-    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
-        raise ValueError(f"{where}: its shape {shape!r:.200} is too large (its dims multiply to more than "
-                         f"2**60 elements, counting a zero as 1: beyond what NumPy can describe)")
+    problem = shape_problem(tuple(shape))
+    if problem:
+        raise ValueError(f"{where} has shape {shape!r:.200}, which NumPy cannot hold: {problem}")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int for o in offsets)):
         raise ValueError(f"{where} has data_offsets {offsets!r:.200}; expected [begin, end]")
@@ -104,6 +102,8 @@ def read_header(path) -> tuple:
     data_start the file offset of the byte buffer. Raises ``ValueError`` naming the file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; expected a .safetensors file")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
