@@ -117,10 +117,10 @@ def _as_array(name: str, value) -> np.ndarray:
     try:
         arr = value.data if isinstance(value, Tensor) else np.asarray(value)
     except ValueError as err:  # ragged nested lists
-        raise TypeError(f"save: {name!r:.80} is not an array of numbers ({err})") from None
+        raise TypeError(f"save: {name!r:.80} is not a numeric array ({err})") from None
     if not _storable(arr.dtype):
-        raise TypeError(f"save: {name!r:.80} has dtype {arr.dtype}, not an array of numbers or bools; "
-                        f"ta.load could not read it back (text, bytes, dates, records and objects are "
+        raise TypeError(f"save: {name!r:.80} has dtype {arr.dtype}: not a numeric array (numbers or bools), "
+                        f"so ta.load could not read it back (text, bytes, dates, records and objects are "
                         f"refused: convert it, e.g. to codes or to np.frombuffer(s.encode(), np.uint8))")
     return arr
 
