@@ -240,6 +240,11 @@ def test_a_save_that_fails_mid_write_leaves_the_old_file(good_file, monkeypatch)
     assert calls and assert_still_good(good_file) is None
 
 
+def test_an_empty_state_dict_loads_back_empty(tmp_path):
+    ta.save({}, tmp_path / "empty.npz")
+    assert ta.load(tmp_path / "empty.npz") == {}
+
+
 def test_save_keeps_every_number_kind_and_odd_but_legal_keys(tmp_path):
     state = {"f16": np.float16([1.5]), "be": np.arange(3, dtype=">f4"), "c": np.array([1 + 2j]),
              "b": np.array([True, False]), "u8": np.arange(4, dtype=np.uint8), "scalar": np.float64(2.5),

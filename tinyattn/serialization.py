@@ -87,6 +87,7 @@ def shape_problem(shape) -> str | None:
     return None
 
 
+ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or the end record of an empty archive
 MAX_KEY_BYTES = 0xFFFF - len(".npy")  # a zip member name holds at most 65,535 bytes
 
 
@@ -152,6 +153,10 @@ def save(state_dict, path) -> None:
     atomic_write(path, write)
 
 
+class _ArchiveError(ValueError):
+    """A ValueError of ``load`` that already names the file and what is wrong with it."""
+
+
 def load(path) -> dict:
     """Read a ``.npz`` written by ``save`` (or ``np.savez``) into a dict of name -> ndarray.
 
@@ -169,10 +174,10 @@ def load(path) -> dict:
         if os.path.isdir(path):
             raise IsADirectoryError(f"{path} is a folder; expected an .npz file written by ta.save")
     if isinstance(source, io.BytesIO):
-        starts_like_zip = source.getvalue()[:4] == b"PK\x03\x04"
+        starts_like_zip = source.getvalue()[:4] in ZIP_STARTS
     else:
         with open(source, "rb") as f:
-            starts_like_zip = f.read(4) == b"PK\x03\x04"
+            starts_like_zip = f.read(4) in ZIP_STARTS
     if starts_like_zip and not zipfile.is_zipfile(source):
         raise ValueError(f"{path}: truncated or corrupt .npz archive (its central directory is missing)")
     if not starts_like_zip:
@@ -184,12 +189,15 @@ def load(path) -> dict:
             for info in z.infolist():
                 name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 if name in out:
-                    raise ValueError(f"{path}: the archive holds {name!r} twice (as {info.filename!r} and "
-                                     f"an earlier member); one would silently replace the other")
+                    raise _ArchiveError(f"{path}: the archive holds {name!r} twice (as {info.filename!r} "
+                                        f"and an earlier member); one would silently replace the other")
                 with z.open(info) as member:
                     out[name] = _read_member(member, info.file_size, path, name)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error) as err:
-        raise ValueError(f"{path}: truncated or corrupt .npz archive ({err})") from None
+    except _ArchiveError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error, ValueError,
+            NotImplementedError, RuntimeError) as err:  # what zipfile raises on damaged bytes
+        raise _ArchiveError(f"{path}: truncated or corrupt .npz archive ({err})") from None
     return out
 
 
@@ -203,17 +211,18 @@ def _read_member(member, size: int, path: str, name: str) -> np.ndarray:
             else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(member)
     except ValueError as err:
-        raise ValueError(f"{path}: member {name!r} is not an array ({err})") from None
+        raise _ArchiveError(f"{path}: member {name!r} is not an array ({err})") from None
     if not _storable(dtype):
-        raise ValueError(f"{path}: member {name!r} is not an array of numbers (dtype {dtype})")
+        raise _ArchiveError(f"{path}: member {name!r} is not an array of numbers (dtype {dtype})")
     problem = shape_problem(shape)
     if problem:
-        raise ValueError(f"{path}: member {name!r} has shape {shape!r:.200}, which NumPy cannot hold: {problem}")
+        raise _ArchiveError(f"{path}: member {name!r} has shape {shape!r:.200}, which NumPy cannot hold: "
+                            f"{problem}")
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes != size - member.tell():
-        raise ValueError(f"{path}: truncated or corrupt: member {name!r} should hold {nbytes} bytes of "
-                         f"data for shape {shape}, but holds {size - member.tell()}")
+        raise _ArchiveError(f"{path}: truncated or corrupt: member {name!r} should hold {nbytes} bytes "
+                            f"of data for shape {shape}, but holds {size - member.tell()}")
     data = np.frombuffer(member.read(nbytes), dtype=dtype)
     if data.nbytes != nbytes:
-        raise ValueError(f"{path}: truncated or corrupt: member {name!r} ends early")
+        raise _ArchiveError(f"{path}: truncated or corrupt: member {name!r} ends early")
     return data.reshape(shape, order="F" if fortran else "C").copy()
