@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import pathlib
+import re
 import struct
 import warnings
 import zipfile
@@ -534,6 +535,28 @@ def test_a_config_that_disagrees_with_the_weights_is_refused_before_building(tmp
         tracemalloc.stop()
     assert str(folder) in str(err.value)
     assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated for a model the weights cannot fill"
+
+
+@pytest.mark.parametrize("name, shape", [("encoder.layer.0.attention.self.query.weight", (8, 9)),
+                                         ("encoder.layer.0.attention.self.key.bias", (8, 8)),
+                                         ("encoder.layer.0.output.dense.weight", (8,)),
+                                         ("embeddings.LayerNorm.bias", (9,))])
+def test_a_weight_of_the_wrong_shape_names_both_files(tmp_path, name, shape):
+    folder = bert_folder(tmp_path)
+    weights = safetensors.read_safetensors(folder / "model.safetensors")
+    weights[name] = np.zeros(shape, np.float32)
+    header, chunks, offset = {}, [], 0
+    for key, value in weights.items():
+        header[key] = entry(shape=value.shape, offsets=[offset, offset + value.nbytes])
+        chunks.append(value.tobytes())
+        offset += value.nbytes
+    write_raw(folder / "model.safetensors", header, b"".join(chunks))
+    with pytest.raises(ValueError, match=rf"config.json and .*model.safetensors disagree: {name} should have "
+                                         rf"shape .* but has {re.escape(str(shape))}"):
+        pretrained.load_folder(folder)
+    if "self" in name:  # without a config, the three projections must still agree to be stacked
+        with pytest.raises(ValueError, match="query, key and value.* must be equal"):
+            pretrained.bert.hf_to_tinyattn(weights, 1, "w.safetensors")
 
 
 @pytest.mark.parametrize("bad", [None, 3, ["all-MiniLM-L6-v2"]])

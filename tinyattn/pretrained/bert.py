@@ -27,7 +27,7 @@ from .. import nn
 from ..nn import functional as F
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertModel", "hf_to_tinyattn", "mean_pool", "read_json_object",
-           "check_fields", "check_against_weights"]
+           "check_fields", "check_against_weights", "expected_shapes"]
 
 ACTIVATIONS = {  # config.json hidden_act -> the encoder layer's activation
     "gelu": "gelu",
@@ -103,15 +103,29 @@ def check_against_weights(config: BertConfig, weights: dict, config_path, weight
     if len(layers) != config.num_hidden_layers:
         raise ValueError(f"{where}: the config asks for {config.num_hidden_layers} layers, the weights "
                          f"hold {len(layers)}")
-    E = config.hidden_size
-    expected = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
-                "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
-                "embeddings.token_type_embeddings.weight": (config.type_vocab_size, E),
-                "encoder.layer.0.intermediate.dense.weight": (config.intermediate_size, E)}
-    for name, shape in expected.items():
+    for name, shape in expected_shapes(config).items():
         if name in w and tuple(w[name].shape) != shape:
             raise ValueError(f"{where}: {name} should have shape {shape} for the config, but has "
                              f"{tuple(w[name].shape)}")
+
+
+def expected_shapes(config: BertConfig) -> dict:
+    """Hugging Face weight name -> the shape ``config`` gives it (the pooler and heads left out)."""
+    E, F_ = config.hidden_size, config.intermediate_size
+    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
+              "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
+              "embeddings.token_type_embeddings.weight": (config.type_vocab_size, E),
+              "embeddings.LayerNorm.weight": (E,), "embeddings.LayerNorm.bias": (E,)}
+    per_layer = {"attention.output.dense.weight": (E, E), "attention.output.dense.bias": (E,),
+                 "attention.output.LayerNorm.weight": (E,), "attention.output.LayerNorm.bias": (E,),
+                 "intermediate.dense.weight": (F_, E), "intermediate.dense.bias": (F_,),
+                 "output.dense.weight": (E, F_), "output.dense.bias": (E,),
+                 "output.LayerNorm.weight": (E,), "output.LayerNorm.bias": (E,)}
+    for p in ("query", "key", "value"):
+        per_layer[f"attention.self.{p}.weight"], per_layer[f"attention.self.{p}.bias"] = (E, E), (E,)
+    for i in range(config.num_hidden_layers):
+        shapes.update({f"encoder.layer.{i}.{name}": shape for name, shape in per_layer.items()})
+    return shapes
 
 
 def _int(v) -> bool:
@@ -295,6 +309,11 @@ def hf_to_tinyattn(tensors: dict, num_layers: int, source: str = "model.safetens
     for i in range(num_layers):
         hf, ours = f"encoder.layer.{i}.", f"encoder.layers.{i}."
         qkv = [f"{hf}attention.self.{p}" for p in ("query", "key", "value")]
+        for part in (".weight", ".bias"):
+            shapes = [tuple(w[p + part].shape) for p in qkv if p + part in w]
+            if len(set(shapes)) > 1:
+                raise ValueError(f"{source}: layer {i}'s query, key and value{part} have shapes {shapes}; "
+                                 f"they stack into one projection, so they must be equal")
         state[ours + "self_attn.in_proj_weight"] = np.concatenate([take(p + ".weight") for p in qkv])  # (3E, E)
         state[ours + "self_attn.in_proj_bias"] = np.concatenate([take(p + ".bias") for p in qkv])  # (3E,)
         for theirs, mine in LAYER_NAMES.items():
