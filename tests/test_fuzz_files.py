@@ -241,11 +241,12 @@ def answer(kind: str, name: str, solution: str) -> tuple:
         "None": (generic + "    return None\n", 0.0),
         "raises when called": (generic + "    raise ValueError('oops')\n", 0.0),
         "exits": ("raise SystemExit(1)\n", 0.0),
+        "kills its kernel": ("import os\nos._exit(3)\n", 0.0),
     }[kind]
 
 
 KINDS = ["correct", "prints then correct", "raises", "syntax error", "wrong shape", "NaN", "None",
-         "raises when called", "exits"]
+         "raises when called", "exits"]  # "kills its kernel": see the xfail test below
 EXTRA_CELLS = ["1 / 0", "print('hello')", "import sys\nsys.stderr.write('x' * 10_000)", "undefined_name", ""]
 
 
@@ -280,3 +281,27 @@ def test_fuzz_grader_always_reports_the_right_score(data):
     max_score = sum(t["max_score"] for t in results["tests"])
     assert max_score == len(expected) and 0 <= results["score"] <= max_score
     assert results["score"] == sum(expected.values())
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "grader bug found by this fuzzing (issue 26): a solution cell that kills the kernel at top level "
+    "(os._exit) gives 0 to every exercise, 'not graded: DeadKernelError', instead of restarting and "
+    "grading the others"))
+def test_a_kernel_killed_at_top_level_costs_only_that_exercise():
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    from tinyattn.exercises import grader
+
+    solutions = _solution_cells(SOLVED)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    kinds = iter(["correct", "kills its kernel", "correct"])
+    expected = {}
+    for cell in nb.cells:
+        name = cell.metadata.get("exercise")
+        if "solution" in cell.metadata.get("tags", []):
+            cell.source, expected[name] = answer(next(kinds), name, solutions[name])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "student.ipynb"
+        nbformat.write(nb, path)
+        (sub,) = grader.grade([path], timeout=20, out=io.StringIO())
+    assert {r.exercise: r.score for r in sub.results} == expected, [r.output for r in sub.results]
