@@ -575,3 +575,11 @@ def test_a_checkpoint_with_a_broken_config_names_the_file(tmp_path, config, mess
     ta.save({"__config__": np.frombuffer(config, np.uint8)}, path)
     with pytest.raises(ValueError, match=rf"{path}: its __config__ .*{message}"):
         train.load_checkpoint(path)
+
+
+def test_load_of_a_file_opened_in_text_mode_says_so(good_file):
+    with open(good_file, encoding="latin-1") as f:
+        with pytest.raises(TypeError, match=r"weights.npz is open in text mode; open it with 'rb'"):
+            ta.load(f)
+    with open(good_file, "rb") as f:
+        assert np.array_equal(ta.load(f)["w"], np.arange(3.0))

@@ -166,7 +166,10 @@ def load(path) -> dict:
     binary file.
     """
     if hasattr(path, "read"):  # an open file: read it whole, then check it like any file
-        source, path = io.BytesIO(path.read()), getattr(path, "name", "<file object>")
+        data, path = path.read(), str(getattr(path, "name", "<file object>"))
+        if not isinstance(data, bytes):
+            raise TypeError(f"{path} is open in text mode; open it with 'rb' (an .npz archive is binary)")
+        source = io.BytesIO(data)
     else:
         source = path = os.fspath(path)
         if not os.path.exists(path):
