@@ -357,6 +357,17 @@ def test_sink_cache_equals_the_kv_cache_while_nothing_is_evicted():
         eff.SinkCache(4, 0)
 
 
+def test_sink_cache_refuses_a_different_dtype_or_shape_instead_of_upcasting():
+    cache = eff.SinkCache(1, 2)
+    k = np.zeros((1, 2, 3, 4), np.float32)
+    cache.append(ta.tensor(k), ta.tensor(k))
+    with pytest.raises(ValueError, match=r"\(float32\); cannot append .* \(float64, float64\)"):
+        cache.append(ta.tensor(k.astype(np.float64)), ta.tensor(k.astype(np.float64)))
+    with pytest.raises(ValueError, match=r"cannot append keys \(1, 3, 1, 4\)"):
+        cache.append(ta.zeros(1, 3, 1, 4), ta.zeros(1, 3, 1, 4))
+    assert cache.keys.dtype == np.float32 and cache.positions.tolist() == [0, 1, 2], "nothing appended"
+
+
 # ----------------------------------------------------------------------------------------------
 # ALiBi and RoPE
 # ----------------------------------------------------------------------------------------------
