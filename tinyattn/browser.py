@@ -208,6 +208,8 @@ class Browser:
 
     def mouse(self, kind: str, x: float, y: float) -> None:
         """A real mouse event at page coordinates: kind "move" or "click" (press and release)."""
+        if kind not in ("move", "click"):
+            raise ValueError(f"Browser.mouse: kind {kind!r} is not one of 'move', 'click'")
         self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
         if kind == "click":
             for phase in ("mousePressed", "mouseReleased"):
