@@ -22,7 +22,7 @@ import pytest
 
 import tinyattn as ta
 from tinyattn import browser, figures, pretrained, viz
-from tinyattn.interactive import HEAD_COLORS, stack_attention
+from tinyattn.interactive import HEAD_COLORS, stack_attention, thumb_height_px
 from tinyattn.examples import SENTENCE, hand_set_heads
 from tinyattn.gallery import make
 from tinyattn.gallery import pretrained as pretrained_gallery
@@ -82,7 +82,9 @@ def cases(folder):
         if name not in made:
             case = CASES[name]()
             case["path"] = folder / f"{name}.html"
-            make(name).save(case["path"])
+            view = make(name)
+            view.save(case["path"])
+            case["height"] = view.height  # of the iframe Jupyter shows it in
             made[name] = case
         return made[name]
 
@@ -227,6 +229,8 @@ def test_stack_attention_takes_every_layout_of_the_library():
         viz.model_view(list("abcde"), want[..., :3] / want[..., :3].sum(-1, keepdims=True))
     with pytest.raises(ValueError, match=r"heads=\[2\] but attn has 2 heads"):
         viz.head_view(list("abcde"), want, heads=[2])
+    with pytest.raises(ValueError, match=r"layer_names has 1 entries but attn has 2 layers"):
+        viz.head_view(list("abcde"), want, layer_names=["only one"])
 
 
 def test_browser_refuses_an_unknown_mouse_event(b):
@@ -368,6 +372,25 @@ def test_model_view_thumbnails_and_a_click_opens_that_head(b, cases):
         hover(b, "queries", i)
         check_focus(b, P, layer, [head], "queries", i)
         unhover(b)
+    assert b.errors == []
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_view_fits_the_height_of_its_jupyter_iframe(b, cases, name):
+    """``AttentionView.height`` (the iframe's) holds the whole view as drawn — for the model view with
+    a head opened under the grid — and the thumbnails have the height the page was told."""
+    case = cases(name)
+    load(b, case)
+    if name == "pretrained_model_view":
+        b.mouse("click", *b.center('.ta-thumb[data-layer="0"][data-head="0"]'))
+        settle(b)
+        L, S = case["weights"].shape[-2:]
+        heights = js(b, 'return [...document.querySelectorAll(".ta-thumb")].map(c => '
+                        'c.getBoundingClientRect().height);')
+        assert set(heights) == {thumb_height_px(L, S) + 2}, "thumbnail + its 1 px border"
+    bottom = js(b, 'const r = document.getElementById("tinyattn-view").getBoundingClientRect(); '
+                   'return r.bottom + scrollY + parseFloat(getComputedStyle(document.body).marginBottom);')
+    assert bottom <= case["height"], f"the view is {bottom:.0f} px tall, its iframe {case['height']} px"
     assert b.errors == []
 
 

@@ -37,7 +37,12 @@ HEAD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3",
                "#8ca252", "#bd9e39", "#ad494a", "#a55194")
 
-ROW_PX, THUMB_PX = 20, 64  # the layout constants of attention_view.js, for the iframe's height
+ROW_PX, THUMB_WIDTH_PX = 20, 64  # px per token row and per model-view thumbnail (the page reads them)
+
+
+def thumb_height_px(L: int, S: int) -> int:
+    """The height (px) of a model-view thumbnail: 3 px per token row, between 48 and 100."""
+    return min(100, max(48, 3 * max(L, S)))
 
 
 def _weights_array(x, what: str) -> np.ndarray:
@@ -96,7 +101,7 @@ def _names(names, n: int, default: str, what: str) -> list:
         return [f"{default} {k}" for k in range(n)]
     names = [str(x) for x in names]
     if len(names) != n:
-        raise ValueError(f"{what} has {len(names)} entries but attn has {n}")
+        raise ValueError(f"{what} has {len(names)} entries but attn has {n} {default}s")
     return names
 
 
@@ -192,13 +197,13 @@ def _view(mode, tokens, attn, key_tokens, layer_names, head_names, title, batch,
         "heads": _names(head_names, H, "head", "head_names"),
         "colors": [HEAD_COLORS[h % len(HEAD_COLORS)] for h in range(H)],
         "scale": scale, "layer": layer, "visible": visible,
+        "layout": {"row": ROW_PX, "thumb_width": THUMB_WIDTH_PX, "thumb_height": thumb_height_px(L, S)},
         "weights": np.rint(w * scale).astype(np.int64).reshape(n_layers, H, L * S).tolist(),
     }
-    rows = max(L, S) * ROW_PX + 90  # a head view: controls + token rows
+    height = max(L, S) * ROW_PX + 90  # the iframe in Jupyter: a head view's controls + token rows
     if mode == "model":
-        thumb = min(100, max(48, 3 * max(L, S)))
-        rows += 60 + n_layers * (thumb + 6)  # the grid above the head view
-    return AttentionView(_page(payload), mode, w.shape, rows)
+        height += 60 + n_layers * (thumb_height_px(L, S) + 6)  # the grid above the head view
+    return AttentionView(_page(payload), mode, w.shape, height)
 
 
 def head_view(tokens, attn, key_tokens=None, layer_names=None, head_names=None, title=None,
