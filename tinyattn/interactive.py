@@ -210,10 +210,11 @@ def head_view(tokens, attn, key_tokens=None, layer_names=None, head_names=None, 
               batch=None, layer=0, heads=None) -> AttentionView:
     """An interactive view of one layer's heads: lines from each query to each key; see the module.
 
-    tokens: L query tokens; attn: (layers, H, L, S) or any layout ``stack_attention`` takes;
-    key_tokens: S key tokens (cross-attention; default: tokens). layer, heads: what is shown
-    first (default: layer 0, every head). Line (i, j) of head h has opacity P[layer, h, i, j]
-    (at rest rounded to 1/32; exact to 1e-4 for a hovered token's lines).
+    tokens: L query tokens; attn: (layers, H, L, S) or any layout ``stack_attention`` takes (one
+    ``MultiheadAttention``'s (N, H, L, S) weights: pass ``w[n]``, or ``[w]`` with ``batch=n``; a 4-d
+    array is read as layers x heads); key_tokens: S key tokens (cross-attention; default: tokens).
+    layer, heads: what is shown first (default: layer 0, every head). Line (i, j) of head h has
+    opacity P[layer, h, i, j] (at rest rounded to 1/32; exact to 1e-4 for a hovered token's lines).
     """
     return _view("head", tokens, attn, key_tokens, layer_names, head_names, title, batch, layer, heads)
 
