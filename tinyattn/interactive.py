@@ -28,7 +28,8 @@ import numpy as np
 from .autograd import Tensor
 from .serialization import atomic_write
 
-__all__ = ["AttentionView", "head_view", "model_view", "stack_attention", "HEAD_COLORS", "DECIMALS"]
+__all__ = ["AttentionView", "head_view", "model_view", "stack_attention", "thumb_height_px", "HEAD_COLORS",
+           "DECIMALS"]
 
 DECIMALS = 4
 
