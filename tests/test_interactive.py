@@ -223,6 +223,8 @@ def test_stack_attention_takes_every_layout_of_the_library():
         stack_attention(rec.weights, batch=3)
     with pytest.raises(ValueError, match=r"not scores"):
         stack_attention(want - 0.5)
+    with pytest.raises(ValueError, match=r"attn has shape \(1, 2, 0, 0\) \(layers, H, L, S\) with no weights"):
+        viz.head_view([], np.zeros((1, 2, 0, 0)))
     with pytest.raises(ValueError, match=r"tokens has 4 tokens but attn has L = 5"):
         viz.head_view(list("abcd"), want)
     with pytest.raises(ValueError, match=r"S = 3 keys \(cross-attention\); pass key_tokens"):

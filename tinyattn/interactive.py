@@ -91,6 +91,9 @@ def stack_attention(attn, batch: int | None = None) -> np.ndarray:
         raise ValueError(f"attn has shape {arr.shape}; expected (L, S), (H, L, S), (layers, H, L, S), "
                          f"(layers, N, H, L, S) or a list of per-layer (N, H, L, S) arrays")
     arr = arr.astype(np.float64)
+    if arr.size == 0:
+        raise ValueError(f"attn has shape {arr.shape} (layers, H, L, S) with no weights; expected at least "
+                         f"one layer, one head, one query and one key")
     if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0 + 1e-6:
         raise ValueError(f"attn must hold attention weights in [0, 1], got values in "
                          f"[{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]; pass softmax weights, not scores")
