@@ -75,6 +75,7 @@ class Screenshot:
         self.png = png
 
     def save(self, path) -> None:
+        """Write the PNG to ``path`` (through a temporary file and a rename)."""
         atomic_write(path, lambda f: f.write(self.png))
 
     def _repr_png_(self) -> bytes:
@@ -241,6 +242,7 @@ class Browser:
 
     @property
     def errors(self) -> list:
+        """The page's console errors, uncaught exceptions and error log entries so far, as strings."""
         out = []
         for e in self.events:
             p = e["params"]
