@@ -429,6 +429,41 @@ def test_gpt_with_rope_or_alibi_decodes_with_a_cache_as_its_full_forward(positio
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_attention_maps_of_a_rope_or_alibi_gpt_are_its_scores_in_numpy(positions):
+    """``GPT.attention_maps`` (what the streaming table's "weight on the first token" reads) is
+    softmax(rotated q·k / √D, causal) or softmax(q·k / √D − m_h·(i − j), causal) of LN_1(x)."""
+    ta.manual_seed(25)
+    model = GPT(11, 64, d_model=16, num_heads=2, num_layers=2, positions=positions).double()
+    for p in model.parameters():
+        p.data *= 4.0  # weights far from uniform, not yet one-hot
+    model.eval()
+    idx = np.random.default_rng(26).integers(0, 11, size=(2, 9))
+    maps = model.attention_maps(idx)  # (layers, B, H, T, T)
+    sd = model.state_dict()
+    B, T, Hh, Dh = 2, 9, 2, 8
+    x = sd["wte.weight"][idx]  # (B, T, E): no position table
+    slopes = alibi_slopes_reference(Hh)
+    for layer, block in enumerate(model.blocks):
+        p = f"blocks.{layer}."
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        h = (x - mu) / np.sqrt(var + 1e-5) * sd[p + "ln_1.weight"] + sd[p + "ln_1.bias"]
+        q, k = ((h @ sd[p + f"attn.{n}.weight"].T + sd[p + f"attn.{n}.bias"]).reshape(B, T, Hh, Dh)
+                for n in ("q_proj", "k_proj"))
+        for b in range(B):
+            for hd in range(Hh):
+                qh, kh, bias = q[b, :, hd], k[b, :, hd], 0.0
+                if positions == "rope":
+                    qh, kh = rope_np(qh, np.arange(T)), rope_np(kh, np.arange(T))
+                else:
+                    bias = -slopes[hd] * (np.arange(T)[:, None] - np.arange(T)[None, :])
+                want = softmax_np(np.where(causal(T), qh @ kh.T / math.sqrt(Dh) + bias, -np.inf))
+                np.testing.assert_allclose(maps[layer, b, hd], want, rtol=1e-10, atol=1e-12)
+        x = block(ta.tensor(x)).data  # the next layer's input (the block's forward is held above)
+    spread = (maps[..., 3:, :] > 0.05).sum(-1)  # (layers, B, H, T − 3): keys with a share > 5%
+    assert spread.min() >= 1 and spread.mean() > 1.5 and maps.max() > 0.5, "neither uniform nor one-hot"
+
+
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
 def test_gqa_positions_match_pytorch(positions):
     torch = import_torch()
     ta.manual_seed(22)
