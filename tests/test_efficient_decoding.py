@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 from importlib import resources
 
 import numpy as np
@@ -581,6 +582,18 @@ def test_streaming_measurements_are_consistent(measured):
             means = [np.mean(curve[lo:hi]) for lo, hi in measured["bands"]]
             np.testing.assert_allclose(run["bands"][name], means, atol=1e-5)
         assert run["result"]["full_cache_vs_recompute_max_abs"] < 1e-4  # float32 round-off
+
+
+def test_benchmarks_readme_streaming_table_is_the_committed_measurements(measured):
+    """Every row of the streaming table in benchmarks/README.md is a run's band means, to 4 places."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text("utf-8")
+    section = readme.split("<!-- streaming:start -->", 1)[1].split("<!-- streaming:end -->", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith(("| rope |", "| alibi |"))]
+    want = [f"| {positions} | {streaming.CACHES[name][0]} | " + " | ".join(f"{v:.4f}" for v in values) + " |"
+            for positions, run in measured["runs"].items() for name, values in run["bands"].items()]
+    assert rows == want and len(rows) == 6
+    assert f"entropy rate) {measured['entropy_rate']:.4f} nats" in section
+    assert f"`{measured['command']}`" in section
 
 
 def test_streaming_measurements_say_what_the_readme_says(measured):
