@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -238,6 +240,16 @@ def test_stack_attention_takes_every_layout_of_the_library():
 def test_browser_refuses_an_unknown_mouse_event(b):
     with pytest.raises(ValueError, match=r"kind 'hover' is not one of 'move', 'click'"):
         b.mouse("hover", 10, 10)
+
+
+def test_the_figures_import_without_fcntl_and_the_browser_says_why_it_cannot_start():
+    """On a system without fcntl (Windows) the gallery still imports; only starting a Browser fails."""
+    code = ("import sys; sys.modules['fcntl'] = None; import tinyattn.figures, tinyattn.gallery\n"
+            "from tinyattn import browser\n"
+            "try:\n    browser.Browser(executable=sys.executable)\n"
+            "except browser.BrowserError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "the DevTools pipe needs a POSIX system (fcntl); this one has none", out.stderr
 
 
 def test_figures_cli_without_chromium_skips_the_screenshot_and_keeps_the_png(tmp_path, monkeypatch, capsys):

@@ -20,7 +20,6 @@ host name resolving to nothing, so a page can only load what is on disk.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import pathlib
@@ -95,6 +94,10 @@ class Browser:
         if self.executable is None:
             raise BrowserError(f"no Chromium found (looked for {', '.join(CHROMIUM_NAMES)} on PATH and "
                                f"$TINYATTN_CHROMIUM); on Debian: apt-get install chromium")
+        try:
+            import fcntl  # POSIX only: imported here so that the module (and the figures) import anywhere
+        except ImportError:
+            raise BrowserError("the DevTools pipe needs a POSIX system (fcntl); this one has none") from None
         self.timeout = timeout
         self.events: list = []
         self._next_id = 0
