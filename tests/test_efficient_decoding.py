@@ -502,6 +502,39 @@ def test_gqa_positions_match_pytorch(positions):
 # ----------------------------------------------------------------------------------------------
 
 
+def test_markov_stream_has_the_stationary_pairs_and_the_entropy_rate_at_every_position():
+    """The stream's claims, against an eigenvector oracle: π is the stationary distribution of the
+    pair chain (a, b) -> (b, c); rows start "^" then π-distributed pairs; the loss of the true
+    table is the entropy rate Σ π(a, b)·H(table[a, b]) at early and late positions alike."""
+    table = data.markov_table(0)
+    V = data.MARKOV_TOKENS
+    assert table.shape == (V, V, V) and np.allclose(table.sum(-1), 1.0, rtol=0, atol=1e-12)
+    pairs = np.zeros((V * V, V * V))  # the pair chain: (a, b) -> (b, c) with probability table[a, b, c]
+    for a in range(V):
+        for b in range(V):
+            pairs[a * V + b, b * V + np.arange(V)] = table[a, b]
+    values, vectors = np.linalg.eig(pairs.T)
+    oracle = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+    oracle = (oracle / oracle.sum()).reshape(V, V)  # (V, V): the left eigenvector of eigenvalue 1
+    pi = data.markov_pair_distribution(table)
+    np.testing.assert_allclose(pi, oracle, rtol=0, atol=1e-12)
+    h = data.markov_entropy_rate(table)
+    p = np.where(table > 0, table, 1.0)
+    assert abs(h - float((oracle * -(table * np.log(p)).sum(-1)).sum())) < 1e-12
+    assert 0.5 < h < np.log(V) - 0.5, "the chain is far from uniform (alpha = 0.3)"
+
+    rows = data.markov_stream(20000, 40, np.random.default_rng(27), table)  # (20000, 40)
+    assert rows.dtype == np.int64 and (rows[:, 0] == data.MARKOV_BOS).all()
+    assert rows[:, 1:].min() >= 0 and rows[:, 1:].max() < V
+    for t in (1, 30):  # the pair (x_t, x_t+1) is π-distributed at the start and later on
+        counts = np.bincount(rows[:, t] * V + rows[:, t + 1], minlength=V * V) / len(rows)
+        assert np.abs(counts - pi.ravel()).max() < 5 * np.sqrt(pi.max() / len(rows)), t
+    nll = -np.log(table[rows[:, 1:-2], rows[:, 2:-1], rows[:, 3:]])  # (20000, 37): the true table's loss
+    sigma = nll.std() / np.sqrt(len(rows))
+    for band in (slice(0, 5), slice(32, 37)):  # positions 3..7 and 34..38
+        assert abs(nll[:, band].mean() - h) < 5 * sigma, (band, nll[:, band].mean(), h)
+
+
 def gpt_losses_np(model, rows: np.ndarray, key_sets) -> np.ndarray:
     """Per-position loss of a RoPE or ALiBi GPT in NumPy, query i attending ``key_sets(i)`` (text
     positions, ascending, ending with i) with positions re-assigned 0 .. n−1 inside that set."""
