@@ -694,6 +694,31 @@ def test_the_two_figures_draw_their_data(measured):
 
 
 # ----------------------------------------------------------------------------------------------
+# bad inputs
+# ----------------------------------------------------------------------------------------------
+
+BAD = [  # (call, the message naming the bad value and what was expected)
+    (lambda: eff.GroupedQueryAttention(16, 4, 2, positions="learned"),
+     r"positions 'learned' is not one of \(None, 'rope', 'alibi'\)"),
+    (lambda: eff.GroupedQueryAttention(12, 4, 2, positions="rope"), r"head_dim 3 is odd"),
+    (lambda: GPT(11, 8, d_model=16, num_heads=2, positions="sinusoidal"),
+     r"'learned', 'rope' or 'alibi', got 'sinusoidal'"),
+    (lambda: eff.MultiHeadLatentAttention(12, 3, 5, 3), r"rope_dim 3 must be even"),
+    (lambda: eff.MultiHeadLatentAttention(12, 3, 5, 4)(ta.zeros(2, 3, 10)),
+     r"x has shape \(2, 3, 10\); expected \(B, T, 12\)"),
+    (lambda: streaming.StreamConfig(positions="learned"), r"'rope' or 'alibi', got 'learned'"),
+    (lambda: eff.alibi_slopes(0), r"num_heads must be a positive int, got 0"),
+    (lambda: eff.BlockPool(0, 4, 1, 2), r"num_blocks must be a positive int, got 0"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD)
+def test_bad_inputs_name_the_bad_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------
 # the registry
 # ----------------------------------------------------------------------------------------------
 
