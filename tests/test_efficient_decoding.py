@@ -297,6 +297,27 @@ def test_sink_cache_keeps_the_first_sinks_and_the_last_window():
     assert chunked.positions.tolist() == [0, 1, 4, 5, 6] and len(chunked) == 5
 
 
+def test_sink_cache_gradient_reaches_the_new_keys_and_values_only():
+    """Gradcheck (float64) of attention over what the cache returns, w.r.t. the appended k and v,
+    after 6 cached positions of which 2 sinks + window 2 are kept."""
+    rng = np.random.default_rng(28)
+    prefix = rng.standard_normal((2, 1, 2, 6, 4))  # (k/v, B, H_kv, 6, D)
+    q = t64(rng, 1, 2, 2, 4, requires_grad=False)
+
+    def attend(k, v):
+        cache = eff.SinkCache(num_sinks=2, window=2)
+        cache.append(ta.tensor(prefix[0]), ta.tensor(prefix[1]))  # keeps positions 0, 1, 4, 5
+        keys, values = cache.append(k, v)  # (1, 2, 4 + 2, 4)
+        assert keys.shape == (1, 2, 6, 4)
+        return ta.nn.functional.scaled_dot_product_attention(q, keys, values)
+
+    k, v = t64(rng, 1, 2, 2, 4), t64(rng, 1, 2, 2, 4)
+    assert ta.gradcheck(attend, (k, v))
+    out = attend(k, v)
+    out.sum().backward()
+    assert k.grad.shape == (1, 2, 2, 4) and np.abs(k.grad).max() > 0
+
+
 def sink_mask(T: int, num_sinks: int, window: int) -> np.ndarray:
     """(T, T): query i sees the first num_sinks positions and i − window .. i."""
     i, j = np.arange(T)[:, None], np.arange(T)[None, :]
