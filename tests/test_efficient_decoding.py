@@ -486,6 +486,23 @@ def test_attention_maps_of_a_rope_or_alibi_gpt_are_its_scores_in_numpy(positions
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_gqa_with_positions_gradcheck_through_a_cache(positions):
+    """float64 finite differences of GroupedQueryAttention(positions=...) w.r.t. the new tokens x,
+    decoded after 3 cached positions (the queries at positions 3, 4, the keys rotated or biased)."""
+    ta.manual_seed(29)
+    m = eff.GroupedQueryAttention(8, 2, 1, positions=positions).double()
+    rng = np.random.default_rng(30)
+    prefix = t64(rng, 1, 3, 8, requires_grad=False)
+
+    def run(x):
+        cache = eff.KVCache()
+        m(prefix, is_causal=True, cache=cache)
+        return m(x, is_causal=True, cache=cache)
+
+    assert ta.gradcheck(run, (t64(rng, 1, 2, 8),))
+
+
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
 def test_gqa_positions_match_pytorch(positions):
     torch = import_torch()
     ta.manual_seed(22)
