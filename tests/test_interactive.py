@@ -233,6 +233,12 @@ def test_stack_attention_takes_every_layout_of_the_library():
         viz.model_view(list("abcde"), want[..., :3] / want[..., :3].sum(-1, keepdims=True))
     with pytest.raises(ValueError, match=r"heads=\[2\] but attn has 2 heads"):
         viz.head_view(list("abcde"), want, heads=[2])
+    with pytest.raises(TypeError, match=r"heads must hold ints \(indices\), got 1.5 of type float"):
+        viz.head_view(list("abcde"), want, heads=[0, 1.5])
+    with pytest.raises(TypeError, match=r"layer must hold ints \(indices\), got True of type bool"):
+        viz.head_view(list("abcde"), want, layer=True)
+    picked = viz.head_view(list("abcde"), want, layer=np.int64(1), heads=[np.int64(0)])  # NumPy ints are ints
+    assert picked.shape == want.shape and '"layer":1,"visible":[0]' in picked.html
     with pytest.raises(ValueError, match=r"layer_names has 1 entries but attn has 2 layers"):
         viz.head_view(list("abcde"), want, layer_names=["only one"])
 

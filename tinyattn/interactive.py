@@ -189,9 +189,13 @@ def _view(mode, tokens, attn, key_tokens, layer_names, head_names, title, batch,
     if key_tokens is None and L != S:
         raise ValueError(f"attn has L = {L} queries but S = {S} keys (cross-attention); pass key_tokens")
     keys = queries if key_tokens is None else _tokens(key_tokens, S, "key_tokens", "S")
+    visible = list(range(H)) if heads is None else list(heads)
+    for what, k in [("layer", layer)] + [("heads", h) for h in visible]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{what} must hold ints (indices), got {k!r} of type {type(k).__name__}")
+    visible = [int(h) for h in visible]
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer={layer} but attn has {n_layers} layer(s)")
-    visible = list(range(H)) if heads is None else [int(h) for h in heads]
     if any(not 0 <= h < H for h in visible):
         raise ValueError(f"heads={visible} but attn has {H} heads (0 to {H - 1})")
     scale = 10 ** DECIMALS
@@ -200,7 +204,7 @@ def _view(mode, tokens, attn, key_tokens, layer_names, head_names, title, batch,
         "layers": _names(layer_names, n_layers, "layer", "layer_names"),
         "heads": _names(head_names, H, "head", "head_names"),
         "colors": [HEAD_COLORS[h % len(HEAD_COLORS)] for h in range(H)],
-        "scale": scale, "layer": layer, "visible": visible,
+        "scale": scale, "layer": int(layer), "visible": visible,
         "layout": {"row": ROW_PX, "thumb_width": THUMB_WIDTH_PX, "thumb_height": thumb_height_px(L, S)},
         "weights": np.rint(w * scale).astype(np.int64).reshape(n_layers, H, L * S).tolist(),
     }
