@@ -7,6 +7,7 @@ each against autograd through the primitive ops of ``tinyattn.autograd``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -42,10 +43,46 @@ def check_float(x, name: str, op: str) -> Tensor:
     return t
 
 
+def _is_half(a) -> bool:
+    return isinstance(a, (Tensor, np.ndarray)) and a.dtype == np.float16
+
+
+def _float_dtypes(values) -> set:
+    return {np.dtype(a.dtype) for a in values if isinstance(a, (Tensor, np.ndarray)) and np.issubdtype(a.dtype, np.floating)}
+
+
+def float16_in_float32(op):
+    """Run ``op`` in float32 when its inputs are float16, and return float16 results.
+
+    float16 tops out at 65504, so the intermediates of these ops overflow long before their
+    results do: exp of a score, x² in a variance or an erf rational, x³ in the tanh GELU, a row
+    sum. As PyTorch does (it accumulates half-precision ops in float32), the float16 tensors are
+    cast to float32 on the way in and the results back to float16 on the way out; both casts are
+    differentiable, so the backward runs in float32 too.
+    """
+    @functools.wraps(op)
+    def wrapper(*args, **kwargs):
+        dtypes = _float_dtypes((*args, *kwargs.values()))
+        if np.dtype(np.float16) not in dtypes or np.dtype(np.float64) in dtypes:
+            return op(*args, **kwargs)
+
+        def up(a):
+            return check_tensor(a).to(np.float32) if _is_half(a) else a
+
+        def down(t):
+            return t.to(np.float16) if isinstance(t, Tensor) and t.dtype == np.float32 else t
+
+        out = op(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+        return tuple(down(t) for t in out) if isinstance(out, tuple) else down(out)
+
+    return wrapper
+
+
 # ----------------------------------------------------------------------------------------------
 # linear layers and activations
 # ----------------------------------------------------------------------------------------------
 
+@float16_in_float32
 def linear(input, weight, bias=None) -> Tensor:
     """y = x W^T + b.
 
@@ -83,6 +120,7 @@ def relu(input) -> Tensor:
     return check_tensor(input).relu()
 
 
+@float16_in_float32
 def gelu(input, approximate: str = "none") -> Tensor:
     """GELU(x) = x Φ(x), Φ the standard normal CDF.
 
@@ -150,6 +188,7 @@ def softmax_backward(dP: np.ndarray, P: np.ndarray, axis: int = -1, rowsum=None)
     return P * (dP - rowsum)
 
 
+@float16_in_float32
 def softmax(input, dim: int) -> Tensor:
     """softmax(x)_i = exp(x_i) / Σ_j exp(x_j) along ``dim``; backward y ∘ (g − Σ g ∘ y)."""
     x = check_float(input, "input", "softmax")
@@ -158,6 +197,7 @@ def softmax(input, dim: int) -> Tensor:
     return Tensor.from_op(p, (x,), lambda g: (softmax_backward(g, p, axis),), "softmax")
 
 
+@float16_in_float32
 def log_softmax(input, dim: int) -> Tensor:
     """x_i − log Σ_j exp(x_j) along ``dim``; backward g − softmax(x) Σ g."""
     x = check_float(input, "input", "log_softmax")
@@ -172,6 +212,7 @@ def log_softmax(input, dim: int) -> Tensor:
     return Tensor.from_op(out, (x,), backward, "log_softmax")
 
 
+@float16_in_float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     """y = (x − mean) / sqrt(var + eps) ∘ weight + bias over the last len(normalized_shape) axes.
 
@@ -273,6 +314,7 @@ def embedding(input, weight, padding_idx=None) -> Tensor:
     return Tensor.from_op(w.data[idx], (w,), backward, "embedding")
 
 
+@float16_in_float32
 def cross_entropy(input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy between logits and class indices, as ``torch.nn.functional.cross_entropy``.
@@ -321,6 +363,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
 # scaled dot-product attention
 # ----------------------------------------------------------------------------------------------
 
+@float16_in_float32
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale=None, enable_gqa: bool = False,
                                  *, return_weights: bool = False):
@@ -375,6 +418,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     return (output, Tensor(P_kept)) if return_weights else output
 
 
+@float16_in_float32
 def attention_by_primitives(query, key, value, attn_mask=None, is_causal: bool = False, scale=None,
                             dropout_p: float = 0.0):
     """The same attention composed from autograd ops (matmul, masked_fill, softmax, dropout).
