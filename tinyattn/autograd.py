@@ -341,7 +341,7 @@ class Tensor:
                     node.grad += g
             if node._backward is None:
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
+            for parent, pg in zip(node._parents, _checked_gradients(node, node._backward(g))):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
@@ -414,6 +414,8 @@ class Tensor:
             out = self.data ** p
 
             def backward(g):
+                if p == 0:  # d(x⁰)/dx = 0 everywhere, x = 0 included (0 · 0⁻¹ would be NaN)
+                    return (np.zeros_like(g),)
                 return (g * p * self.data ** (p - 1),)
 
             return Tensor.from_op(out, (a,), backward, "pow")
@@ -421,7 +423,10 @@ class Tensor:
         out = self.data ** b.data
 
         def backward_t(g):
-            ga = unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape) if a.requires_grad else None
+            ga = None
+            if a.requires_grad:  # b · a^(b − 1), and 0 where b = 0 (as PyTorch; 0 · 0⁻¹ would be NaN)
+                da = np.where(b.data == 0, 0, b.data * a.data ** np.where(b.data == 0, 1, b.data - 1))
+                ga = unbroadcast(g * da, a.shape)
             gb = None
             if b.requires_grad:
                 log_a = np.log(np.where(a.data > 0, a.data, 1))
@@ -547,15 +552,31 @@ class Tensor:
     def gather(self, dim: int, index):
         """``out[..., i, ...] = self[..., index[..., i, ...], ...]`` along ``dim``."""
         axis = _axes(dim, self.ndim)[0]
-        idx = _as_array(index).astype(np.intp)
+        idx = _as_array(index)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"gather: index must hold integers, got dtype {idx.dtype}")
+        if idx.ndim != self.ndim:
+            raise ValueError(f"gather: index has shape {idx.shape} but the input has shape {self.shape}; "
+                             f"expected an index with the same number of dimensions ({self.ndim})")
+        n = self.shape[axis]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):  # PyTorch raises for a negative index too
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise IndexError(f"gather: index {bad} is out of bounds for dimension {dim} with size {n} "
+                             f"(expected 0 ... {n - 1})")
+        if any(idx.shape[d] > self.shape[d] for d in range(self.ndim) if d != axis):
+            raise ValueError(f"gather: index has shape {idx.shape}, larger than the input's {self.shape} "
+                             f"outside dimension {dim}; expected at most the input's size there")
+        idx = idx.astype(np.intp)
         shape = self.shape
+        region = tuple(slice(None) if d == axis else slice(0, idx.shape[d]) for d in range(self.ndim))
 
         def backward(g):
             grad = np.zeros(shape, dtype=g.dtype)
-            _scatter_add_along_axis(grad, idx, g, axis)
+            _scatter_add_along_axis(grad[region], idx, g, axis)  # grad[region] is a view of grad
             return (grad,)
 
-        return Tensor.from_op(np.take_along_axis(self.data, idx, axis), (self,), backward, "gather")
+        out = np.take_along_axis(self.data[region], idx, axis)  # as PyTorch, a smaller index reads a corner
+        return Tensor.from_op(out, (self,), backward, "gather")
 
     # -- elementwise functions -------------------------------------------------------------
     def exp(self):
@@ -680,6 +701,33 @@ class Tensor:
         out = np.where(mask, np.asarray(value, dtype=self.dtype), self.data)
         zero = np.zeros((), self.dtype)
         return Tensor.from_op(out, (self,), lambda g: (np.where(mask, zero, g),), "masked_fill")
+
+
+def _checked_gradients(node: Tensor, grads) -> tuple:
+    """What ``node``'s backward returned, checked: one gradient (or None) per parent, each an array
+    of exactly that parent's shape. A mistake here would otherwise be broadcast silently into a
+    wrong gradient (a bare array where a 1-tuple belongs is read as one gradient per row)."""
+    parents, op = node._parents, node._op or "an op"
+    n = len(parents)
+    if not isinstance(grads, (tuple, list)):
+        raise TypeError(
+            f"the backward of {op!r} returned a {type(grads).__name__}, not a tuple: it must return "
+            f"one gradient per input ({n} input{'s' if n != 1 else ''}), e.g. `return (grad,)` for "
+            f"one input, with None for an input that gets no gradient")
+    if len(grads) != n:
+        raise ValueError(f"the backward of {op!r} returned {len(grads)} gradients for its {n} "
+                         f"input{'s' if n != 1 else ''}; expected one per input (None for no gradient)")
+    out = []
+    for i, (parent, pg) in enumerate(zip(parents, grads)):
+        if pg is not None:
+            pg = np.asarray(pg)
+            if pg.shape != parent.shape:
+                raise ValueError(
+                    f"the backward of {op!r} returned a gradient of shape {pg.shape} for input {i}, "
+                    f"which has shape {parent.shape}; the gradient must have exactly the input's "
+                    f"shape (sum over broadcast axes with tinyattn.unbroadcast)")
+        out.append(pg)
+    return tuple(out)
 
 
 def reverse_topological(root: Tensor, grad_only: bool = True):

@@ -108,8 +108,9 @@ def linear(input, weight, bias=None) -> Tensor:
         g2 = g.reshape(-1, w.shape[0])  # (rows, out)
         gx = (g2 @ w.data).reshape(x.shape) if x.requires_grad else None
         gw = g2.T @ x2 if w.requires_grad else None
-        gb = g2.sum(axis=0) if b is not None and b.requires_grad else None
-        return gx, gw, gb
+        if b is None:
+            return gx, gw
+        return gx, gw, g2.sum(axis=0) if b.requires_grad else None
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor.from_op(y.reshape(out_shape), parents, backward, "linear")
