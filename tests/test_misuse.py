@@ -89,3 +89,132 @@ def test_gather_refuses_what_torch_refuses_and_reads_a_corner_like_torch():
     tout.sum().backward()
     np.testing.assert_array_equal(out.data, tout.detach().numpy())
     np.testing.assert_array_equal(xg.grad, tx.grad.numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# zero-size layers: what PyTorch does
+# ----------------------------------------------------------------------------------------------
+
+def test_zero_size_linear_like_torch():
+    torch = import_torch()
+    import tinyattn.nn as nn
+    for n_in, n_out in ((0, 3), (3, 0), (0, 0)):
+        with pytest.warns(UserWarning, match="zero-element"):
+            ours = nn.Linear(n_in, n_out).double()
+        with pytest.warns(UserWarning, match="zero-element"):
+            theirs = torch.nn.Linear(n_in, n_out).double()
+        ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+        x = np.random.default_rng(0).standard_normal((2, 4, n_in))
+        tx, ox = torch.tensor(x, requires_grad=True), ta.tensor(x, requires_grad=True)
+        ty, oy = theirs(tx), ours(ox)
+        np.testing.assert_allclose(oy.data, ty.detach().numpy(), atol=1e-12)
+        g = np.random.default_rng(1).standard_normal(oy.shape)
+        ty.backward(torch.tensor(g))
+        oy.backward(g)
+        np.testing.assert_allclose(ox.grad, tx.grad.numpy(), atol=1e-12)
+        np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match=r"in_features must be an int >= 0, got -1"):
+        nn.Linear(-1, 3)
+    with pytest.raises(TypeError, match=r"out_features must be an int >= 0, got 2.5"):
+        nn.Linear(3, 2.5)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_dim_feedforward_zero_like_torch(kind):
+    torch = import_torch()
+    import tinyattn.nn as nn
+    cls = "TransformerEncoderLayer" if kind == "encoder" else "TransformerDecoderLayer"
+    with pytest.warns(UserWarning, match="zero-element"):
+        ours = getattr(nn, cls)(8, 2, dim_feedforward=0, dropout=0.0).double()
+    with pytest.warns(UserWarning, match="zero-element"):
+        theirs = getattr(torch.nn, cls)(8, 2, dim_feedforward=0, dropout=0.0).double()
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x, mem = rng.standard_normal((5, 2, 8)), rng.standard_normal((3, 2, 8))
+    args = (x,) if kind == "encoder" else (x, mem)
+    want = theirs(*(torch.tensor(a) for a in args)).detach().numpy()
+    np.testing.assert_allclose(ours(*(ta.tensor(a) for a in args)).data, want, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# generation arguments
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def translator():
+    from tinyattn.models import Translator
+    ta.manual_seed(0)
+    return Translator(d_model=16, nhead=2, dim_feedforward=32, num_encoder_layers=1, num_decoder_layers=1)
+
+
+def source(model):
+    import tinyattn.data as data
+    return data.encode_source(["1999-12-31", "2001-02-03"])
+
+
+@pytest.mark.parametrize("decode", ["greedy_decode", "beam_search"])
+def test_decoding_restores_the_training_flag(translator, decode):
+    for flag in (True, False):
+        translator.train(flag)
+        getattr(translator, decode)(source(translator), max_len=3)
+        assert translator.training is flag and all(m.training is flag for m in translator.modules())
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "3", 10 ** 6])
+def test_max_len_must_be_a_positive_int_within_the_positions(translator, bad):
+    for decode in (translator.greedy_decode, translator.beam_search):
+        with pytest.raises((TypeError, ValueError), match=rf"max_len must be .*got {bad!r}"):
+            decode(source(translator), max_len=bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "1", None])
+def test_length_penalty_must_be_finite(translator, bad):
+    with pytest.raises(ValueError, match="length_penalty must be a finite number"):
+        translator.beam_search(source(translator), beam_size=2, length_penalty=bad, max_len=3)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True])
+def test_beam_size_must_be_a_positive_int(translator, bad):
+    with pytest.raises((TypeError, ValueError), match="beam_size must be"):
+        translator.beam_search(source(translator), beam_size=bad, max_len=3)
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    from tinyattn.models import GPT
+    ta.manual_seed(0)
+    return GPT(vocab_size=11, block_size=16, d_model=16, num_heads=2, num_layers=2)
+
+
+def test_a_tiny_temperature_samples_the_argmax(gpt):
+    prompt = np.array([[3, 1, 4], [1, 5, 9]])
+    greedy = gpt.generate(prompt, 6, temperature=0)
+    assert (greedy[:, 3:] != 0).any()  # the argmax is not simply token 0
+    for t in (1e-3, 1e-30, 1e-300, 5e-324):
+        np.testing.assert_array_equal(gpt.generate(prompt, 6, temperature=t, seed=1), greedy)
+
+
+def test_caches_of_different_lengths_are_refused(gpt):
+    from tinyattn.efficient import KVCache
+    caches = [KVCache() for _ in gpt.blocks]
+    gpt(np.array([[1, 2, 3]]), caches)  # both hold 3 positions
+    with pytest.raises(ValueError, match=r"all of one length; got lengths \[3, 0\]"):
+        gpt(np.array([[4]]), [caches[0], KVCache()])
+
+
+@pytest.mark.parametrize("bad", [2.0, -1, True, "2"])
+def test_max_new_tokens_must_be_an_int_at_least_zero(gpt, bad):
+    with pytest.raises((TypeError, ValueError), match=r"max_new_tokens must be an int"):
+        gpt.generate(np.array([[1, 2]]), bad)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, True, None])
+def test_encode_batch_size_must_be_a_positive_int(bad):
+    from tinyattn.pretrained import BertConfig, BertModel, BertTokenizer
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cat"])}
+    config = BertConfig(vocab_size=6, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16)
+    model = BertModel(config, BertTokenizer(vocab))
+    assert model.encode(["cat", "cat cat"], batch_size=1).shape == (2, 8)
+    with pytest.raises(ValueError, match=rf"batch_size must be an int >= 1, got {bad!r}"):
+        model.encode(["cat", "cat cat"], batch_size=bad)

@@ -262,7 +262,8 @@ def _sample(z: np.ndarray, temperature: float, top_k, rng: np.random.Generator, 
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -int(top_k)]  # (B,): the k-th largest logit
         z = np.where(z < kth[:, None], -np.inf, z)
-    p = np.exp((z - z.max(axis=-1, keepdims=True)) / temperature)  # (B, V)
+    with np.errstate(over="ignore"):  # a tiny temperature sends the others to −inf: their p is 0
+        p = np.exp((z - z.max(axis=-1, keepdims=True)) / temperature)  # (B, V)
     p /= p.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
         order = np.argsort(-p, axis=-1, kind="stable")  # (B, V): most likely first

@@ -98,14 +98,15 @@ def linear(input, weight, bias=None) -> Tensor:
     b = None if bias is None else check_tensor(bias, "bias")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias has shape {b.shape}, expected ({w.shape[0]},)")
-    x2 = x.data.reshape(-1, w.shape[1])  # (rows, in): all batch axes as rows
+    rows = math.prod(x.shape[:-1])  # not -1 in the reshapes: in_features may be 0
+    x2 = x.data.reshape(rows, w.shape[1])  # (rows, in): all batch axes as rows
     y = x2 @ w.data.T  # (rows, out)
     if b is not None:
         y += b.data
     out_shape = x.shape[:-1] + (w.shape[0],)
 
     def backward(g):
-        g2 = g.reshape(-1, w.shape[0])  # (rows, out)
+        g2 = g.reshape(rows, w.shape[0])  # (rows, out)
         gx = (g2 @ w.data).reshape(x.shape) if x.requires_grad else None
         gw = g2.T @ x2 if w.requires_grad else None
         if b is None:

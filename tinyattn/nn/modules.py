@@ -225,13 +225,14 @@ class Module:
         return head + "\n" + "\n".join(lines) + "\n)"
 
 
-def _check_positive(cls, **sizes) -> None:
-    """A ValueError naming the first size that is not a positive int (or a TypeError)."""
+def _check_positive(cls, minimum: int = 1, **sizes) -> None:
+    """A ValueError naming the first size that is not an int >= minimum (or a TypeError)."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"{cls.__name__}: {name} must be a positive int, got {n!r}")
-        if n <= 0:
-            raise ValueError(f"{cls.__name__}: {name} must be a positive int, got {n}")
+            raise TypeError(f"{cls.__name__}: {name} must be {what}, got {n!r}")
+        if n < minimum:
+            raise ValueError(f"{cls.__name__}: {name} must be {what}, got {n}")
 
 
 def _to_numpy(name: str, value) -> np.ndarray:
@@ -261,6 +262,7 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
         super().__init__()
+        _check_positive(Linear, 0, in_features=in_features, out_features=out_features)  # 0: as PyTorch
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty(out_features, in_features, dtype=dtype)
         self.register_parameter("bias", _empty(out_features, dtype=dtype) if bias else None)
@@ -689,8 +691,8 @@ class TransformerEncoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
-        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead,
-                        dim_feedforward=dim_feedforward)
+        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead)
+        _check_positive(TransformerEncoderLayer, 0, dim_feedforward=dim_feedforward)  # 0 is allowed, as in PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
@@ -768,8 +770,8 @@ class TransformerDecoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
-        _check_positive(TransformerDecoderLayer, d_model=d_model, nhead=nhead,
-                        dim_feedforward=dim_feedforward)
+        _check_positive(TransformerDecoderLayer, d_model=d_model, nhead=nhead)
+        _check_positive(TransformerDecoderLayer, 0, dim_feedforward=dim_feedforward)  # 0 is allowed, as in PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)

@@ -15,6 +15,7 @@ encoder's PyTorch-style keys (``encoder.layers.3.self_attn.in_proj_weight`` rows
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, fields
 
@@ -151,6 +152,8 @@ class BertModel(nn.Module):
         """
         if self.tokenizer is None:
             raise ValueError("encode needs a tokenizer: set model.tokenizer (load() does)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"encode: batch_size must be an int >= 1, got {batch_size!r}")
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
         out = np.zeros((len(sentences), self.config.hidden_size), self.embeddings.LayerNorm.weight.dtype)
