@@ -218,3 +218,80 @@ def test_encode_batch_size_must_be_a_positive_int(bad):
     assert model.encode(["cat", "cat cat"], batch_size=1).shape == (2, 8)
     with pytest.raises(ValueError, match=rf"batch_size must be an int >= 1, got {bad!r}"):
         model.encode(["cat", "cat cat"], batch_size=bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# odd argument types and values for functional ops, modules, the engine and generation: found by
+# probing; each was a NumPy-internal error, a ZeroDivisionError or a silent wrong answer
+# ----------------------------------------------------------------------------------------------
+
+def _bad_calls():
+    import tinyattn.nn as nn
+    import tinyattn.nn.functional as F
+    from tinyattn.models import GPT
+    x = ta.randn(2, 3, 8)
+    ta.manual_seed(0)
+    gpt = GPT(11, 16, 16, 2, 1)
+    return {
+        "softmax(dim=1.5)": (lambda: F.softmax(x, dim=1.5), TypeError, r"dim must be an int, got 1.5"),
+        "log_softmax(dim=None)": (lambda: F.log_softmax(x, dim=None), TypeError, r"dim must be an int, got None"),
+        "layer_norm(eps='a')": (lambda: F.layer_norm(x, 8, eps="a"), TypeError, r"eps must be a number >= 0, got 'a'"),
+        "LayerNorm(-1)": (lambda: nn.LayerNorm(-1), ValueError, r"normalized_shape \(-1,\) has a negative size"),
+        "LayerNorm(2.5)": (lambda: nn.LayerNorm(2.5), TypeError, r"normalized_shape must be an int or a tuple"),
+        "Embedding(-1, 3)": (lambda: nn.Embedding(-1, 3), ValueError, r"num_embeddings must be an int >= 0, got -1"),
+        "Embedding(3, 2.5)": (lambda: nn.Embedding(3, 2.5), TypeError, r"embedding_dim must be an int >= 0, got 2.5"),
+        "embedding(1-D weight)": (lambda: F.embedding(np.array([0]), ta.randn(3)), ValueError,
+                                  r"weight has shape \(3,\); expected \(num_embeddings, embedding_dim\)"),
+        "cross_entropy(label_smoothing=2)": (lambda: F.cross_entropy(ta.randn(2, 3), np.array([0, 1]),
+                                                                     label_smoothing=2.0), ValueError,
+                                             r"label_smoothing has to be between 0 and 1, but got 2.0"),
+        "cross_entropy(weight of 5 for 3 classes)": (lambda: F.cross_entropy(ta.randn(2, 3), np.array([0, 1]),
+                                                                             weight=ta.ones(5)), ValueError,
+                                                     r"weight has shape \(5,\); expected .* \(3,\)"),
+        "PositionalEncoding(0)": (lambda: nn.PositionalEncoding(0, 10), ValueError, r"d_model must be a positive int"),
+        "causal_mask(-1)": (lambda: nn.causal_mask(-1), ValueError, r"L must be an int >= 0, got -1"),
+        "causal_mask(2.5)": (lambda: nn.causal_mask(2.5), ValueError, r"L must be an int >= 0, got 2.5"),
+        "rotary(base=0)": (lambda: F.apply_rotary_pos_emb(ta.randn(2, 4), base=0.0), ValueError,
+                           r"base must be a number > 0, got 0.0"),
+        "repeat_interleave(-1)": (lambda: x.repeat_interleave(-1, dim=1), ValueError,
+                                  r"repeats must be an int >= 0, got -1"),
+        "repeat_interleave(1.5)": (lambda: x.repeat_interleave(1.5, dim=1), ValueError,
+                                   r"repeats must be an int >= 0, got 1.5"),
+        "expand((3, 3, 8))": (lambda: x.expand(3, 3, 8), ValueError, r"shape \(2, 3, 8\) cannot be expanded to \(3, 3, 8\)"),
+        "argmax(dim=5)": (lambda: x.argmax(dim=5), IndexError, r"dim 5 is out of range"),
+        "cat([])": (lambda: ta.cat([]), ValueError, r"non-empty list"),
+        "stack([])": (lambda: ta.stack([]), ValueError, r"non-empty list"),
+        "GPT(vocab_size=2.0)": (lambda: GPT(2.0, 16), ValueError, r"vocab_size must be a positive int, got 2.0"),
+        "GPT(caches=3)": (lambda: gpt([[1]], caches=3), TypeError, r"caches must be a list of KVCache"),
+        "generate(temperature='1')": (lambda: gpt.generate([[1]], 2, temperature="1"), ValueError,
+                                      r"temperature must be >= 0 .*got '1'"),
+        "generate(temperature=None)": (lambda: gpt.generate([[1]], 2, temperature=None), ValueError,
+                                       r"temperature must be >= 0 \(a number"),
+        "generate(top_p='0.5')": (lambda: gpt.generate([[1]], 2, top_p="0.5"), ValueError,
+                                  r"top_p must be a number in \(0, 1\] or None, got '0.5'"),
+        "generate(seed='x')": (lambda: gpt.generate([[1]], 2, seed="x"), ValueError, r"seed must be an int >= 0"),
+        "generate(on_token=3)": (lambda: gpt.generate([[1]], 2, on_token=3), TypeError, r"on_token must be a function"),
+    }
+
+
+BAD_CALLS = _bad_calls()
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_odd_arguments_get_a_clear_error(name):
+    call, error, message = BAD_CALLS[name]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_zero_size_layer_norm_and_all_ignored_targets_like_torch():
+    torch = import_torch()
+    import tinyattn.nn as nn
+    import tinyattn.nn.functional as F
+    x = ta.tensor(np.zeros((2, 0)), requires_grad=True)
+    y = nn.LayerNorm(0).double()(x)
+    y.sum().backward()
+    assert y.shape == tuple(torch.nn.LayerNorm(0)(torch.zeros(2, 0)).shape) and x.grad.shape == (2, 0)
+    logits, target = np.random.default_rng(0).standard_normal((2, 3)), np.array([-100, -100])
+    want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(target))
+    assert np.isnan(F.cross_entropy(ta.tensor(logits), target).item()) and torch.isnan(want)

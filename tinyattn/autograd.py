@@ -547,7 +547,7 @@ class Tensor:
     def argmax(self, dim=None, keepdim: bool = False):
         if dim is None:
             return Tensor(np.asarray(np.argmax(self.data)))
-        return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim))
+        return Tensor(np.argmax(self.data, axis=_axes(dim, self.ndim)[0], keepdims=keepdim))
 
     def gather(self, dim: int, index):
         """``out[..., i, ...] = self[..., index[..., i, ...], ...]`` along ``dim``."""
@@ -659,14 +659,20 @@ class Tensor:
         lead = len(shape) - self.ndim
         shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         src = self.shape
-        return Tensor.from_op(np.broadcast_to(self.data, shape), (self,), lambda g: (unbroadcast(g, src),),
-                              "expand")
+        try:
+            out = np.broadcast_to(self.data, shape)
+        except ValueError:
+            raise ValueError(f"expand: a tensor of shape {src} cannot be expanded to {shape} (only "
+                             f"size-1 dims grow, and new dims go on the left)") from None
+        return Tensor.from_op(out, (self,), lambda g: (unbroadcast(g, src),), "expand")
 
     def contiguous(self):
         return self
 
     def repeat_interleave(self, repeats: int, dim: int):
         axis = _axes(dim, self.ndim)[0]
+        if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 0:
+            raise ValueError(f"repeat_interleave: repeats must be an int >= 0, got {repeats!r}")
         shape = self.shape
 
         def backward(g):
@@ -826,6 +832,8 @@ def arange(start, end=None, step=1, dtype=None) -> Tensor:
 def cat(tensors, dim: int = 0) -> Tensor:
     """Concatenate along an existing ``dim``."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("cat expects a non-empty list of tensors, got an empty one")
     axis = _axes(dim, tensors[0].ndim)[0]
     sizes = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     try:
@@ -839,6 +847,8 @@ def cat(tensors, dim: int = 0) -> Tensor:
 def stack(tensors, dim: int = 0) -> Tensor:
     """Stack equal-shaped tensors along a new ``dim``."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack expects a non-empty list of tensors, got an empty one")
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack needs equal shapes, got {sorted(shapes)}")

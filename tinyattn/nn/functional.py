@@ -21,7 +21,7 @@ __all__ = [
     "linear", "relu", "gelu", "erf", "softmax", "log_softmax", "layer_norm", "dropout",
     "embedding", "cross_entropy", "scaled_dot_product_attention", "attention_by_primitives",
     "softmax_backward", "softmax_inplace", "check_tensor", "check_float", "check_qkv",
-    "check_probability", "check_scale", "apply_rotary_pos_emb",
+    "check_probability", "check_scale", "check_normalized_shape", "apply_rotary_pos_emb",
 ]
 
 
@@ -222,7 +222,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     dx = (ĝ − mean(ĝ) − x̂ ∘ mean(ĝ ∘ x̂)) / sqrt(var + eps).
     """
     x = check_float(input, "input", "layer_norm")
-    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    shape = check_normalized_shape(normalized_shape, "layer_norm")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise TypeError(f"layer_norm: eps must be a number >= 0, got {eps!r}")
     if x.shape[x.ndim - len(shape):] != shape:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {shape}")
     w = None if weight is None else check_tensor(weight, "weight")
@@ -230,8 +232,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     for name, p in (("weight", w), ("bias", b)):
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
-    n = int(np.prod(shape))
-    d = x.data.reshape(-1, n)  # (rows, n): one row per normalized vector
+    n = math.prod(shape)
+    rows = math.prod(x.shape[:x.ndim - len(shape)])  # not -1 in the reshapes: n may be 0
+    d = x.data.reshape(rows, n)  # (rows, n): one row per normalized vector
     mu = d.mean(axis=1, keepdims=True)  # (rows, 1)
     xhat = d - mu  # (rows, n), normalized in place below
     rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (rows, 1)
@@ -245,7 +248,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         y += b.data.reshape(-1)
 
     def backward(g):
-        g2 = g.reshape(-1, n)  # (rows, n)
+        g2 = g.reshape(rows, n)  # (rows, n)
         gx = None
         if x.requires_grad:
             gx = g2 * w.data.reshape(-1) if w is not None else g2.copy()  # ĝ, then dx in place
@@ -265,6 +268,17 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 # ----------------------------------------------------------------------------------------------
 # dropout, embedding, losses
 # ----------------------------------------------------------------------------------------------
+
+def check_normalized_shape(normalized_shape, op: str) -> tuple:
+    """An int or a sequence of ints >= 0 as a shape tuple; else a TypeError/ValueError naming ``op``."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
+    if not isinstance(shape, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+        raise TypeError(f"{op}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{op}: normalized_shape {tuple(shape)} has a negative size")
+    return tuple(int(n) for n in shape)
+
 
 def check_probability(p: float, name: str = "dropout probability") -> None:
     """A TypeError unless p is a real number, a ValueError unless 0 ≤ p ≤ 1."""
@@ -301,6 +315,8 @@ def embedding(input, weight, padding_idx=None) -> Tensor:
     w = check_tensor(weight, "weight")
     if not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
+    if w.ndim != 2:
+        raise ValueError(f"embedding: weight has shape {w.shape}; expected (num_embeddings, embedding_dim)")
     n = w.shape[0]
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = idx.min() if idx.min() < 0 else idx.max()
@@ -330,6 +346,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_probability(label_smoothing, "cross_entropy: label_smoothing")
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {t.dtype}")
     expected = x.shape[:1] + x.shape[2:] if x.ndim >= 2 else ()
@@ -348,6 +365,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
         raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {C} classes")
     safe = np.where(keep, flat, 0)
     w = np.ones(C, x.dtype) if weight is None else np.asarray(check_tensor(weight, "weight").data, x.dtype)
+    if w.shape != (C,):
+        raise ValueError(f"cross_entropy: weight has shape {w.shape}; expected one weight per class, ({C},)")
     wt = Tensor((w[safe] * keep).astype(x.dtype))  # (M,) weight of each target, 0 if ignored
     picked = logp[np.arange(flat.size), safe]  # (M,)
     loss = -(picked * wt)
@@ -526,6 +545,8 @@ def check_scale(scale, E: int) -> float:
 
 def _axis(dim: int, ndim: int) -> int:
     """``dim`` (negative allowed) as an axis of an ndim-dimensional array; IndexError if out of range."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {dim!r} of type {type(dim).__name__}")
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimensions")
     return dim % max(ndim, 1)
@@ -547,6 +568,8 @@ def apply_rotary_pos_emb(input, positions=None, base: float = 10000.0) -> Tensor
     if x.ndim < 2 or x.shape[-1] % 2:
         raise ValueError(f"apply_rotary_pos_emb: input has shape {x.shape}; expected (..., L, D) "
                          f"with an even D")
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base > 0:
+        raise ValueError(f"apply_rotary_pos_emb: base must be a number > 0, got {base!r}")
     L, D = x.shape[-2], x.shape[-1]
     pos = np.arange(L) if positions is None else np.asarray(positions)
     if pos.shape != (L,):

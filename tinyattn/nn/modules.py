@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -287,7 +288,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, dtype=None):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = F.check_normalized_shape(normalized_shape, "LayerNorm")
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         weight = Parameter(np.ones(shape, dtype or DEFAULT_DTYPE)) if elementwise_affine else None
         self.register_parameter("weight", weight)
@@ -306,6 +307,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, dtype=None):
         super().__init__()
+        _check_positive(Embedding, 0, num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"padding_idx {padding_idx} is out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -652,6 +654,9 @@ def causal_mask(L: int, S=None) -> np.ndarray:
     Equal to ``torch.nn.Transformer.generate_square_subsequent_mask(L) == -inf`` for S = L.
     """
     S = L if S is None else S
+    for name, n in (("L", L), ("S", S)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"causal_mask: {name} must be an int >= 0, got {n!r}")
     return np.triu(np.ones((L, S), dtype=bool), k=1)
 
 
@@ -954,6 +959,8 @@ class PositionalEncoding(Module):
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0,
                  batch_first: bool = True):
         super().__init__()
+        _check_positive(PositionalEncoding, d_model=d_model)
+        _check_positive(PositionalEncoding, 0, max_len=max_len)
         self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
         self.dropout = Dropout(dropout)
         self.pe = sinusoidal_table(max_len, d_model, np.float64)  # (max_len, d_model)
