@@ -219,7 +219,7 @@ class GPT(Module):
                              f"reads only the last block_size tokens)")
         if _not_real(temperature) or not temperature >= 0:
             raise ValueError(f"generate: temperature must be >= 0 (a number, 0 = greedy), got {temperature!r}")
-        if top_k is not None and (_not_real(top_k) or int(top_k) != top_k or top_k < 1):
+        if top_k is not None and (_not_real(top_k) or not math.isfinite(top_k) or int(top_k) != top_k or top_k < 1):
             raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
         if top_p is not None and (_not_real(top_p) or not 0 < top_p <= 1):
             raise ValueError(f"generate: top_p must be a number in (0, 1] or None, got {top_p!r}")

@@ -165,7 +165,7 @@ class Translator(nn.Module):
                 stepper.reorder((np.arange(N)[:, None] * n_beam + beam).reshape(-1))
                 if done.all():
                     break
-            final = scores / np.maximum(lengths, 1) ** length_penalty  # (N, n_beam)
+            final = scores / np.maximum(lengths, 1.0) ** float(length_penalty)  # (N, n_beam)
             best = np.argmax(final, axis=1)  # (N,)
         return tokens[np.arange(N), best, 1:], final[np.arange(N), best]
 
