@@ -7,6 +7,9 @@ answer rounded to float16 (within a few float16 ulp), with gradients, and no NaN
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import numpy as np
 import pytest
 
@@ -47,15 +50,10 @@ WIDE = np.linspace(-12, 12, 97)  # GELU and exp overflow float16 beyond |x| ≈ 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["kernel", "reference"])
 def test_gelu_exact_in_float16(fast):
-    with kernels.disabled() if not fast else _nothing():
+    with kernels.disabled() if not fast else contextlib.nullcontext():
         check_half(lambda x: F.gelu(x), [WIDE])
         y = F.gelu(ta.tensor(np.array([-3.0], np.float16)))
         assert y.item() < 0  # Φ(-3) is 0.00135, not 0: the result is -0.00405, not -0
-
-
-def _nothing():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def test_gelu_tanh_in_float16():
@@ -66,7 +64,7 @@ def test_erf_of_float16():
     x = WIDE.astype(np.float16)
     got = kernels.erf(x)
     assert got.dtype == np.float16
-    want = np.array([__import__("math").erf(v) for v in x.astype(np.float64)])
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
     np.testing.assert_allclose(got.astype(np.float64), want, atol=1e-3)
 
 
@@ -95,7 +93,7 @@ def test_linear_and_cross_entropy_in_float16():
 @pytest.mark.parametrize("fast", [True, False], ids=["kernel", "reference"])
 def test_attention_in_float16(fast):
     q, k, v = (RNG.normal(0, 1, (2, 2, 5, 8)) * 6 for _ in range(3))  # scores up to ~100: exp overflows
-    with kernels.disabled() if not fast else _nothing():
+    with kernels.disabled() if not fast else contextlib.nullcontext():
         check_half(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True), [q, k, v])
     check_half(lambda a, b, c: F.attention_by_primitives(a, b, c)[0], [q, k, v])
 

@@ -40,13 +40,16 @@ def gpt():
 
 
 @FUZZ
-@given(n=st.one_of(st.integers(-2, 8), WEIRD), temperature=st.one_of(st.floats(0, 3), st.sampled_from([1e-300, 0.0]), WEIRD),
-       top_k=st.one_of(st.none(), st.integers(-1, 9), WEIRD), top_p=st.one_of(st.none(), st.floats(-0.5, 1.5), WEIRD),
+@given(n=st.one_of(st.integers(-2, 8), WEIRD),
+       temperature=st.one_of(st.floats(0, 3), st.sampled_from([1e-300, 0.0]), WEIRD),
+       top_k=st.one_of(st.none(), st.integers(-1, 9), WEIRD),
+       top_p=st.one_of(st.none(), st.floats(-0.5, 1.5), WEIRD),
        training=st.booleans(), seed=st.integers(0, 3))
 def test_generate_arguments(gpt, n, temperature, top_k, top_p, training, seed):
     prompt = np.array([[1, 2, 3], [4, 5, 6]])
     valid = (is_int(n, 0, 12 - 3) and is_real(temperature) and temperature >= 0
-             and (top_k is None or (is_real(top_k) and math.isfinite(top_k) and top_k >= 1 and int(top_k) == top_k))
+             and (top_k is None or (is_real(top_k) and math.isfinite(top_k) and top_k >= 1
+                                    and int(top_k) == top_k))
              and (top_p is None or (is_real(top_p) and 0 < top_p <= 1)))
     gpt.train(training)
     call = dict(max_new_tokens=n, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

@@ -45,7 +45,8 @@ def answers(ref, k: int) -> tuple:
 
 
 def ours(tok, ch: str) -> tuple:
-    return tuple(tuple(tok.convert_tokens_to_ids(tok.tokenize(text))) for text in (ch, "a" + ch + "a", "a" + ch))
+    texts = (ch, "a" + ch + "a", "a" + ch)
+    return tuple(tuple(tok.convert_tokens_to_ids(tok.tokenize(text))) for text in texts)
 
 
 def test_every_code_point_gives_hugging_faces_ids(tok, reference):

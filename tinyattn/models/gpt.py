@@ -148,7 +148,8 @@ class GPT(Module):
         positions P..P+T−1; their keys and values are appended to the caches.
         """
         if caches is not None and not isinstance(caches, (list, tuple)):
-            raise TypeError(f"GPT: caches must be a list of KVCache (one per block), got {type(caches).__name__}")
+            raise TypeError(f"GPT: caches must be a list of KVCache (one per block), "
+                            f"got {type(caches).__name__}")
         if caches is not None and (len(caches) != len(self.blocks) or len({len(c) for c in caches}) > 1):
             raise ValueError(f"GPT: caches must be one KVCache per block ({len(self.blocks)}), all of one "
                              f"length; got lengths {[len(c) for c in caches]}")
@@ -233,12 +234,14 @@ class GPT(Module):
                              f"position table holds block_size = {self.block_size} (crop=True "
                              f"reads only the last block_size tokens)")
         if _not_real(temperature) or not temperature >= 0:
-            raise ValueError(f"generate: temperature must be >= 0 (a number, 0 = greedy), got {temperature!r}")
-        if top_k is not None and (_not_real(top_k) or not math.isfinite(top_k) or int(top_k) != top_k or top_k < 1):
+            raise ValueError(f"generate: temperature must be >= 0 (a number, 0 = greedy), "
+                             f"got {temperature!r}")
+        if top_k is not None and (_not_real(top_k) or not math.isfinite(top_k) or int(top_k) != top_k
+                                  or top_k < 1):
             raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
         if top_p is not None and (_not_real(top_p) or not 0 < top_p <= 1):
             raise ValueError(f"generate: top_p must be a number in (0, 1] or None, got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        if seed is not None and (_not_real(seed) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"generate: seed must be an int >= 0 or None, got {seed!r}")
         if on_token is not None and not callable(on_token):
             raise TypeError(f"generate: on_token must be a function of the new tokens (B,), got {on_token!r}")

@@ -48,7 +48,8 @@ def _is_half(a) -> bool:
 
 
 def _float_dtypes(values) -> set:
-    return {np.dtype(a.dtype) for a in values if isinstance(a, (Tensor, np.ndarray)) and np.issubdtype(a.dtype, np.floating)}
+    arrays = (a for a in values if isinstance(a, (Tensor, np.ndarray)))
+    return {np.dtype(a.dtype) for a in arrays if np.issubdtype(a.dtype, np.floating)}
 
 
 def float16_in_float32(op):
@@ -98,15 +99,14 @@ def linear(input, weight, bias=None) -> Tensor:
     b = None if bias is None else check_tensor(bias, "bias")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias has shape {b.shape}, expected ({w.shape[0]},)")
-    rows = math.prod(x.shape[:-1])  # not -1 in the reshapes: in_features may be 0
-    x2 = x.data.reshape(rows, w.shape[1])  # (rows, in): all batch axes as rows
+    x2 = x.data.reshape(math.prod(x.shape[:-1]), w.shape[1])  # (rows, in): all batch axes as rows
     y = x2 @ w.data.T  # (rows, out)
     if b is not None:
         y += b.data
     out_shape = x.shape[:-1] + (w.shape[0],)
 
     def backward(g):
-        g2 = g.reshape(rows, w.shape[0])  # (rows, out)
+        g2 = g.reshape(x2.shape[0], w.shape[0])  # (rows, out)
         gx = (g2 @ w.data).reshape(x.shape) if x.requires_grad else None
         gw = g2.T @ x2 if w.requires_grad else None
         if b is None:
@@ -232,7 +232,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     for name, p in (("weight", w), ("bias", b)):
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
-    n = math.prod(shape)
+    n = int(np.prod(shape))
     rows = math.prod(x.shape[:x.ndim - len(shape)])  # not -1 in the reshapes: n may be 0
     d = x.data.reshape(rows, n)  # (rows, n): one row per normalized vector
     mu = d.mean(axis=1, keepdims=True)  # (rows, 1)

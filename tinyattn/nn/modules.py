@@ -697,7 +697,7 @@ class TransformerEncoderLayer(Module):
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
         _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead)
-        _check_positive(TransformerEncoderLayer, 0, dim_feedforward=dim_feedforward)  # 0 is allowed, as in PyTorch
+        _check_positive(TransformerEncoderLayer, 0, dim_feedforward=dim_feedforward)  # 0: as PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
@@ -776,7 +776,7 @@ class TransformerDecoderLayer(Module):
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
         _check_positive(TransformerDecoderLayer, d_model=d_model, nhead=nhead)
-        _check_positive(TransformerDecoderLayer, 0, dim_feedforward=dim_feedforward)  # 0 is allowed, as in PyTorch
+        _check_positive(TransformerDecoderLayer, 0, dim_feedforward=dim_feedforward)  # 0: as PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)

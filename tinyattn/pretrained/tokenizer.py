@@ -90,7 +90,7 @@ def is_control(ch: str) -> bool:
 
 
 def is_punctuation(ch: str) -> bool:
-    """Every non-alphanumeric printable ASCII character (so ``$``, ``^``, ``+`` too), or Unicode punctuation."""
+    """Every non-alphanumeric printable ASCII character (so ``$``, ``^``, ``+`` too), or punctuation."""
     return char_class(ch) == "punctuation"
 
 
