@@ -204,7 +204,7 @@ def load_run(path, config_type, build):
     state = load(path)
     if "__config__" not in state:
         raise KeyError(f"{path} has no __config__ entry; it was not written by python -m tinyattn.train")
-    config = config_type(**json.loads(state.pop("__config__").tobytes().decode()))
+    config = _read_config(path, state.pop("__config__"), config_type)
     odd = sorted(f"{k} ({v.dtype})" for k, v in state.items() if v.dtype not in RUN_DTYPES)
     if odd:
         raise ValueError(f"{path}: weights {', '.join(odd)} are not float32 or float16 "
@@ -212,6 +212,24 @@ def load_run(path, config_type, build):
     model = build(config)
     model.load_state_dict(state)
     return model.eval(), config
+
+
+def _read_config(path, raw: np.ndarray, config_type):
+    """The config dataclass stored as JSON bytes in ``__config__``; a ValueError naming ``path`` if broken."""
+    try:
+        fields = json.loads(raw.tobytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: its __config__ is not valid UTF-8 text ({err.reason})") from None
+    except ValueError as err:
+        raise ValueError(f"{path}: its __config__ is not valid JSON ({err})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: its __config__ holds {type(fields).__name__}; expected a JSON object")
+    known = [f.name for f in dataclasses.fields(config_type)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: its __config__ has unknown field {unknown[0]!r} for "
+                         f"{config_type.__name__} (known: {', '.join(known)})")
+    return config_type(**fields)
 
 
 def save_checkpoint(model: TinyEncoder, config: Config, path) -> None:
