@@ -277,7 +277,7 @@ def _bad_calls():
         "generate(temperature=None)": (lambda: gpt.generate([[1]], 2, temperature=None), ValueError,
                                        r"temperature must be >= 0 \(a number"),
         "generate(top_p='0.5')": (lambda: gpt.generate([[1]], 2, top_p="0.5"), ValueError,
-                                  r"top_p must be a number in \(0, 1\] or None, got '0.5'"),
+                                  r"top_p must be in \(0, 1\] \(a number\) or None, got '0.5'"),
         "generate(seed='x')": (lambda: gpt.generate([[1]], 2, seed="x"),
             ValueError, r"seed must be an int >= 0"),
         "generate(on_token=3)": (lambda: gpt.generate([[1]], 2, on_token=3),
@@ -306,3 +306,13 @@ def test_zero_size_layer_norm_and_all_ignored_targets_like_torch():
     logits, target = np.random.default_rng(0).standard_normal((2, 3)), np.array([-100, -100])
     want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(target))
     assert np.isnan(F.cross_entropy(ta.tensor(logits), target).item()) and torch.isnan(want)
+
+
+def test_generate_restores_the_training_flag_even_when_on_token_raises(gpt):
+    def stop(tokens):
+        raise KeyboardInterrupt
+
+    gpt.train(True)
+    with pytest.raises(KeyboardInterrupt):
+        gpt.generate(np.array([[1, 2]]), 3, on_token=stop)
+    assert gpt.training and all(m.training for m in gpt.modules())

@@ -224,7 +224,9 @@ class Tensor:
         data: the result (an ndarray); parents: the input tensors; backward(g) -> one gradient
         (an ndarray shaped like that parent, or None) per parent, given g = dL/d(result). When
         gradients are on and some parent requires grad, the result remembers parents, backward
-        and the op's name; otherwise it is a plain constant. A new op is written like this::
+        and the op's name; otherwise it is a plain constant. ``backward`` must return a tuple (even
+        for one parent) of gradients shaped exactly like their parents; ``Tensor.backward`` checks
+        that and names the op when it is not so. A new op is written like this::
 
             def cube(x):
                 return Tensor.from_op(x.data ** 3, (x,), lambda g: (3 * x.data ** 2 * g,), "cube")

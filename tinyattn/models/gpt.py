@@ -240,7 +240,7 @@ class GPT(Module):
                                   or top_k < 1):
             raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
         if top_p is not None and (_not_real(top_p) or not 0 < top_p <= 1):
-            raise ValueError(f"generate: top_p must be a number in (0, 1] or None, got {top_p!r}")
+            raise ValueError(f"generate: top_p must be in (0, 1] (a number) or None, got {top_p!r}")
         if seed is not None and (_not_real(seed) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"generate: seed must be an int >= 0 or None, got {seed!r}")
         if on_token is not None and not callable(on_token):
@@ -250,23 +250,25 @@ class GPT(Module):
         self.eval()
         caches = None
         out, steps = idx, []
-        with no_grad():
-            for t in range(max_new_tokens):
-                context = out[:, -self.block_size:]  # (B, <= block_size): what the model reads
-                if use_cache and (t == 0 or len(caches[0]) == self.block_size):  # (re)fill
-                    caches = [KVCache() for _ in self.blocks]
-                    logits = self(context, caches)  # (B, T, V)
-                elif use_cache:
-                    logits = self(out[:, -1:], caches)  # (B, 1, V)
-                else:
-                    logits = self(context)  # (B, T, V)
-                z = logits.data[:, -1]  # (B, V)
-                steps.append(z)
-                nxt = _sample(z, temperature, top_k, rng, top_p)  # (B,)
-                out = np.concatenate([out, nxt[:, None]], axis=1)  # (B, T + 1)
-                if on_token is not None:
-                    on_token(nxt)
-        self.train(was_training)
+        try:
+            with no_grad():
+                for t in range(max_new_tokens):
+                    context = out[:, -self.block_size:]  # (B, <= block_size): what the model reads
+                    if use_cache and (t == 0 or len(caches[0]) == self.block_size):  # (re)fill
+                        caches = [KVCache() for _ in self.blocks]
+                        logits = self(context, caches)  # (B, T, V)
+                    elif use_cache:
+                        logits = self(out[:, -1:], caches)  # (B, 1, V)
+                    else:
+                        logits = self(context)  # (B, T, V)
+                    z = logits.data[:, -1]  # (B, V)
+                    steps.append(z)
+                    nxt = _sample(z, temperature, top_k, rng, top_p)  # (B,)
+                    out = np.concatenate([out, nxt[:, None]], axis=1)  # (B, T + 1)
+                    if on_token is not None:
+                        on_token(nxt)
+        finally:  # also when on_token raises
+            self.train(was_training)
         if return_logits:
             empty = np.zeros((len(idx), 0, self.vocab_size))
             return out, np.stack(steps, axis=1) if steps else empty
