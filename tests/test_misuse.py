@@ -282,6 +282,12 @@ def _bad_calls():
             ValueError, r"seed must be an int >= 0"),
         "generate(on_token=3)": (lambda: gpt.generate([[1]], 2, on_token=3),
             TypeError, r"on_token must be a function"),
+        "cross_entropy(C=0)": (lambda: F.cross_entropy(ta.randn(2, 0), np.array([0, 0])),
+            IndexError, r"target 0 is out of bounds for 0 classes"),
+        "arange(step=0)": (lambda: ta.arange(0, 5, 0), ValueError, r"step must be nonzero, got 0"),
+        "manual_seed('x')": (lambda: ta.manual_seed("x"), ValueError, r"seed must be an int >= 0, got 'x'"),
+        "unbroadcast((2, 3) to (4,))": (lambda: ta.unbroadcast(np.ones((2, 3)), (4,)),
+            ValueError, r"\(4,\) does not broadcast to \(2, 3\)"),
     }
 
 
@@ -316,3 +322,20 @@ def test_generate_restores_the_training_flag_even_when_on_token_raises(gpt):
     with pytest.raises(KeyboardInterrupt):
         gpt.generate(np.array([[1, 2]]), 3, on_token=stop)
     assert gpt.training and all(m.training for m in gpt.modules())
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_of_a_scalar_and_of_empty_rows_like_torch(name):
+    torch = import_torch()
+    import tinyattn.nn.functional as F
+    x = ta.tensor(np.array(0.7), requires_grad=True)
+    y = getattr(F, name)(x, dim=0)
+    y.backward(np.array(2.0))
+    tx = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    ty = getattr(torch, name)(tx, 0)
+    ty.backward(torch.tensor(2.0, dtype=torch.float64))
+    assert (y.item(), float(x.grad)) == (ty.item(), tx.grad.item())
+    empty = ta.tensor(np.zeros((2, 0)), requires_grad=True)
+    out = getattr(F, name)(empty, dim=-1)
+    out.backward(np.zeros((2, 0)))
+    assert out.shape == tuple(getattr(torch, name)(torch.zeros(2, 0), -1).shape) and empty.grad.shape == (2, 0)

@@ -65,6 +65,8 @@ def enable_grad():
 
 def manual_seed(seed: int) -> np.random.Generator:
     """Seed tinyattn's global generator (used by randn, rand, initializers and dropout)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"manual_seed: seed must be an int >= 0, got {seed!r}")
     global _RNG
     _RNG = np.random.default_rng(seed)
     return _RNG
@@ -90,8 +92,9 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    if extra < 0:
-        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} to {shape}")
+    if extra < 0 or any(n not in (1, m) for n, m in zip(shape, grad.shape[extra:])):
+        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} to {shape}: "
+                         f"{shape} does not broadcast to {grad.shape}")
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1
     )
@@ -827,6 +830,8 @@ def arange(start, end=None, step=1, dtype=None) -> Tensor:
     """Like ``torch.arange``: int64 for integer arguments, float32 otherwise."""
     if end is None:
         start, end = 0, start
+    if step == 0:
+        raise ValueError(f"arange: step must be nonzero, got {step!r}")
     ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     return Tensor(np.arange(start, end, step, dtype=dtype or (np.int64 if ints else DEFAULT_DTYPE)))
 

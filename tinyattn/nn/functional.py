@@ -195,8 +195,10 @@ def softmax(input, dim: int) -> Tensor:
     """softmax(x)_i = exp(x_i) / Σ_j exp(x_j) along ``dim``; backward y ∘ (g − Σ g ∘ y)."""
     x = check_float(input, "input", "softmax")
     axis = _axis(dim, x.ndim)
-    p = softmax_inplace(x.data.copy(), axis)
-    return Tensor.from_op(p, (x,), lambda g: (softmax_backward(g, p, axis),), "softmax")
+    shape = x.shape or (1,)  # a 0-d tensor is one row of one element: softmax 1, as PyTorch
+    p = softmax_inplace(x.data.reshape(shape).copy(), axis)
+    return Tensor.from_op(p.reshape(x.shape), (x,),
+                          lambda g: (softmax_backward(g.reshape(shape), p, axis).reshape(x.shape),), "softmax")
 
 
 @float16_in_float32
@@ -204,14 +206,16 @@ def log_softmax(input, dim: int) -> Tensor:
     """x_i − log Σ_j exp(x_j) along ``dim``; backward g − softmax(x) Σ g."""
     x = check_float(input, "input", "log_softmax")
     axis = _axis(dim, x.ndim)
-    m = np.max(x.data, axis=axis, keepdims=True)
-    shifted = x.data - m
+    d = x.data.reshape(x.shape or (1,))  # a 0-d tensor is one row of one element, as PyTorch
+    m = np.max(d, axis=axis, keepdims=True, initial=-np.inf)  # initial: a row may have no entries
+    shifted = d - m
     out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
     def backward(g):
-        return (g - np.exp(out) * np.sum(g, axis=axis, keepdims=True),)
+        g = g.reshape(out.shape)
+        return ((g - np.exp(out) * np.sum(g, axis=axis, keepdims=True)).reshape(x.shape),)
 
-    return Tensor.from_op(out, (x,), backward, "log_softmax")
+    return Tensor.from_op(out.reshape(x.shape), (x,), backward, "log_softmax")
 
 
 @float16_in_float32
@@ -357,7 +361,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     logits = x.unsqueeze(0) if x.ndim == 1 else x
     if logits.ndim > 2:
         logits = logits.permute(0, *range(2, logits.ndim), 1)  # (N, d1, ..., C)
-    logp = log_softmax(logits.reshape(-1, C), dim=1)  # (M, C)
+    logp = log_softmax(logits.reshape(math.prod(logits.shape[:-1]), C), dim=1)  # (M, C); C may be 0
     flat = t.reshape(-1)
     keep = flat != ignore_index
     bad = flat[keep & ((flat < 0) | (flat >= C))]
