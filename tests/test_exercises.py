@@ -19,7 +19,7 @@ from exercise_solutions.softmax_backward import softmax_backward
 from exercise_solutions.split_heads import split_heads
 
 import tinyattn.exercises as ex
-from tinyattn.exercises.checkers import _probe
+from tinyattn.exercises.checkers import probe_keys
 
 CHECKS = {
     "softmax": (ex.check_softmax, softmax),
@@ -636,7 +636,7 @@ def test_online_softmax_accepts_a_correct_answer_in_another_style(capsys):
 
 def test_the_online_softmax_probe_counts_the_keys_each_product_touches():
     log: list = []
-    k = _probe(np.zeros((2, 3, 10, 4)), log)
+    k = probe_keys(np.zeros((2, 3, 10, 4)), log)
     q = np.ones((2, 3, 5, 4))
     q @ np.swapaxes(k[..., 2:6, :], -1, -2)  # a block of 4 keys
     np.einsum("ld,sd->ls", q[0, 1], k[0, 1, :7])  # one batch element, 7 keys

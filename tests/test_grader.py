@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -22,7 +24,7 @@ pytest.importorskip("nbclient")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXERCISES = ROOT / "notebooks" / "exercises"
 SOLVED = sorted((EXERCISES / "solutions").glob("0*.ipynb"))
-TIMEOUT = 8  # seconds per cell: generous for a loaded machine, short for the looping submission
+TIMEOUT = 7.5  # seconds per cell (a float: --timeout takes one): generous, short for the looping ones
 
 
 def _with(nb, replacements: dict):
@@ -37,9 +39,21 @@ def _with(nb, replacements: dict):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of eight submissions with the CLI, three at a time: (stdout, json)."""
+    """Grade a folder of thirteen submissions with the CLI, three at a time: (stdout, json).
+
+    Five of them attack the grader: they forge their score, rewrite the others' notebooks (graded
+    first: "aaron" sorts first), import the worked solutions, and kill their kernel."""
     folder = tmp_path_factory.mktemp("submissions")
     solved_01 = nbformat.read(SOLVED[0], as_version=4)
+    untouched_01 = nbformat.read(EXERCISES / SOLVED[0].name, as_version=4)
+    for name, code in ATTACKS.items():
+        nb = _with(solved_01 if name.startswith(("aaron", "oscar", "peggy")) else untouched_01, {})
+        nb.cells.insert(0, nbformat.v4.new_code_cell(code.replace("SUBMISSIONS", repr(str(folder)))))
+        if name.startswith("peggy"):
+            nb = _with(nb, {"softmax": "def softmax(x, axis=-1):\n    import os\n    os._exit(3)\n"})
+        if name.startswith("oscar"):
+            nb = _with(nb, {"softmax": STEAL_SOLUTION})
+        nbformat.write(nb, folder / name)
     for path in SOLVED:
         nbformat.write(nbformat.read(path, as_version=4), folder / f"alice_{path.name}")
     nbformat.write(nbformat.read(EXERCISES / SOLVED[0].name, as_version=4), folder / "bob_untouched.ipynb")
@@ -65,6 +79,37 @@ def graded(tmp_path_factory):
     return proc.stdout, json.loads(results.read_text(encoding="utf-8"))
 
 
+FORGE = """
+import IPython.display, tinyattn.exercises.grader as g
+def forged(name, namespace):
+    return {"exercise": name, "status": "passed", "score": 1000.0, "max_score": 1.0, "output": "x"}
+g.evaluate = forged
+g.report = lambda name, namespace: IPython.display.display({g.MIME: forged(name, namespace)}, raw=True)
+IPython.display.display({g.MIME: forged("softmax", {})}, raw=True)
+"""
+REWRITE = """
+import pathlib
+for folder in (pathlib.Path('.'), pathlib.Path(SUBMISSIONS)):
+    for other in folder.glob('*.ipynb'):
+        if 'aaron' not in other.name:
+            other.write_text('{}', encoding='utf-8')
+"""
+STEAL_SOLUTION = """
+import pathlib, sys, json
+import tinyattn
+try:
+    from tests.exercise_solutions.softmax import softmax
+except ImportError:
+    for root in [pathlib.Path(p) for p in sys.path] + list(pathlib.Path(tinyattn.__file__).parents):
+        for nb in root.glob('notebooks/exercises/solutions/01*.ipynb'):
+            for cell in json.loads(nb.read_text())['cells']:
+                if cell.get('metadata', {}).get('exercise') == 'softmax' and 'def softmax' in ''.join(cell['source']):
+                    exec(''.join(cell['source']))
+"""
+ATTACKS = {"mallory_forges_its_score.ipynb": FORGE, "aaron_rewrites_the_others.ipynb": REWRITE,
+           "oscar_imports_the_solutions.ipynb": "", "peggy_kills_its_kernel.ipynb": ""}
+
+
 def _submission(data: dict, name: str) -> dict:
     (sub,) = [s for s in data["submissions"] if s["submission"] == name]
     return sub
@@ -79,7 +124,7 @@ def test_a_folder_gives_one_json_entry_per_student_in_gradescope_shape(graded):
     names = [s["submission"] for s in data["submissions"]]
     assert names == sorted([f"alice_{p.name}" for p in SOLVED] + [
         "bob_untouched.ipynb", "carol_loops.ipynb", "dave_calls_tinyattn.ipynb", "erin_broken.ipynb",
-        "frank_loops_at_top_level.ipynb"])
+        "frank_loops_at_top_level.ipynb", *ATTACKS])
     for sub in data["submissions"]:
         assert set(sub) == {"submission", "score", "max_score", "output", "tests"}
         assert sub["score"] == sum(t["score"] for t in sub["tests"])
@@ -172,7 +217,7 @@ def test_the_exercises_a_notebook_poses_come_from_its_tags_else_its_definitions(
                                               "multi_head_forward", "positional_encoding"]
     defines = nbformat.v4.new_code_cell("def online_softmax(q, k, v, b):\n    pass")
     untagged = nbformat.v4.new_notebook(cells=[defines])
-    assert grader.posed_exercises(untagged) == ["online_softmax"]
+    assert grader.posed_exercises(untagged) == ["layer_norm_backward", "online_softmax"]  # its whole sheet
     assert grader.posed_exercises(nbformat.v4.new_notebook()) == list(grader.EXERCISES)
 
 
@@ -235,3 +280,152 @@ def test_the_grader_gives_up_on_a_kernel_that_ignores_three_interrupts_in_a_row(
         hook(cell=None, cell_index=0, execute_reply=reply)
     with pytest.raises(RuntimeError, match="3 cells in a row did not finish"):
         hook(cell=None, cell_index=0, execute_reply=timed_out)
+
+
+# ----------------------------------------------------------------------------------------------
+# attacks: a submission must not change its own score (nor another's)
+# ----------------------------------------------------------------------------------------------
+
+def test_a_cell_that_replaces_the_graders_functions_does_not_change_the_score(graded):
+    """Scores are computed in the grader's process from the outputs of the student's functions."""
+    out, data = graded
+    sub = _submission(data, "mallory_forges_its_score.ipynb")
+    assert sub["score"] == 0.0 and sub["max_score"] == 3.0, sub
+    assert [t["output"].split(":")[0] for t in sub["tests"]] == ["not attempted"] * 3
+    assert "mallory_forges_its_score.ipynb: 0 / 3" in out
+
+
+def test_deleting_an_exercise_does_not_lower_the_max_score():
+    nb = nbformat.read(SOLVED[0], as_version=4)
+    nb.cells = [c for c in nb.cells if c.metadata.get("exercise") != "softmax"]
+    assert grader.posed_exercises(nb) == ["softmax", "softmax_backward", "scaled_dot_product_attention"]
+
+
+def test_a_submission_cannot_rewrite_another_before_it_is_graded(graded):
+    _, data = graded
+    assert _submission(data, "aaron_rewrites_the_others.ipynb")["score"] == 3.0
+    for path in SOLVED:  # rewritten on disk, but graded from the copy read before any kernel ran
+        sub = _submission(data, f"alice_{path.name}")
+        assert sub["score"] == sub["max_score"] > 0, sub
+
+
+def test_the_worked_solutions_are_out_of_the_kernels_reach(graded):
+    _, data = graded
+    softmax = _tests(_submission(data, "oscar_imports_the_solutions.ipynb"))["softmax"]
+    assert softmax["score"] == 0.0 and softmax["output"].startswith("missing: "), softmax
+
+
+def test_a_kernel_that_dies_is_restarted_and_the_other_exercises_graded(graded):
+    _, data = graded
+    sub = _submission(data, "peggy_kills_its_kernel.ipynb")
+    tests = _tests(sub)
+    assert tests["softmax"]["score"] == 0.0 and "the kernel died" in tests["softmax"]["output"], tests
+    assert tests["softmax_backward"]["score"] == tests["scaled_dot_product_attention"]["score"] == 1.0
+    assert sub["score"] == 2.0
+
+
+@pytest.mark.parametrize("bypass", ["setprofile", "lazy_array", "thread", "torch"])
+def test_the_advisory_flag_is_not_bypassed_by_the_known_tricks(bypass):
+    """Each trick computes a correct softmax with a library: flagged (0 points), never passed."""
+    import threading
+
+    import numpy as np
+
+    import tinyattn as ta
+
+    def library(x, axis):
+        return ta.nn.functional.softmax(ta.tensor(x), dim=axis).numpy()
+
+    def setprofile(x, axis=-1):
+        sys.setprofile(None)
+        return library(x, axis)
+
+    class Lazy:
+        def __init__(self, x, axis):
+            self.x, self.axis = x, axis
+
+        def __array__(self, dtype=None, copy=None):
+            return library(self.x, self.axis)
+
+    def thread(x, axis=-1):
+        out = []
+        t = threading.Thread(target=lambda: out.append(library(x, axis)))
+        t.start()
+        t.join()
+        return out[0]
+
+    def torch_softmax(x, axis=-1):
+        torch = pytest.importorskip("torch")
+        return torch.nan_to_num(torch.softmax(torch.from_numpy(np.asarray(x)), dim=axis), nan=0.0).numpy()
+
+    fn = {"setprofile": setprofile, "lazy_array": lambda x, axis=-1: Lazy(x, axis), "thread": thread,
+          "torch": torch_softmax}[bypass]
+    outcome = grader.evaluate("softmax", {"softmax": fn})
+    assert outcome["status"] == "flagged" and outcome["score"] == 0.0, outcome
+    assert outcome["output"].startswith("calls "), outcome
+
+
+def test_a_forged_reply_in_the_kernel_is_read_as_outputs_only():
+    """What the kernel sends back is decoded without pickle and judged in the grader's process."""
+    import base64
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, a0=np.array([{"score": 3000}], dtype=object))  # savez pickles an object array
+    forged = json.dumps({"value": {"array": 0, "probe": False}, "arrays": base64.b64encode(buf.getvalue()).decode()})
+    with pytest.raises(ValueError, match="pickle"):
+        grader.unpack(forged)
+    for bad in ('{"value": {"eval": "3000"}, "arrays": ""}', "[1]", '{"value": 1, "arrays": "%%%"}'):
+        with pytest.raises(ValueError):
+            grader.unpack(bad)
+    value = grader.unpack(grader.pack((np.eye(2), 3, None, [2.5, "x"])))
+    assert np.array_equal(value[0], np.eye(2)) and value[1:] == (3, None, [2.5, "x"])
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(tmp_path, timeout):
+    nb = tmp_path / "a.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), nb)
+    proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(nb), "--timeout", timeout],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--timeout must be a positive number of seconds" in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["missing_folder/results.json", "."])
+def test_a_json_path_that_cannot_be_written_is_a_usage_error_before_grading(tmp_path, where):
+    nb = tmp_path / "a.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), nb)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(nb), "--json",
+                           str(tmp_path / where)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--json" in proc.stderr and "cannot write" in proc.stderr, proc.stderr
+    assert time.perf_counter() - start < 20  # no kernel was started
+
+
+def test_ctrl_c_stops_promptly_writes_what_was_graded_and_exits_130(tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    solved = nbformat.read(SOLVED[0], as_version=4)
+    nbformat.write(solved, folder / "a_solved.ipynb")
+    nbformat.write(_with(solved, {"softmax": "while True:\n    pass\n"}), folder / "b_loops.ipynb")
+    nbformat.write(solved, folder / "c_never_graded.ipynb")
+    results = tmp_path / "results.json"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tinyattn.exercises", "grade", str(folder), "--json",
+                             str(results), "--timeout", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    first = proc.stdout.readline()
+    while proc.poll() is None and not first.startswith("a_solved.ipynb"):
+        first = proc.stdout.readline()
+    time.sleep(2)  # b's loop is running
+    proc.send_signal(signal.SIGINT)
+    sent = time.perf_counter()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.perf_counter() - sent < 15
+    data = json.loads(results.read_text(encoding="utf-8"))
+    assert [s["submission"] for s in data["submissions"]] == ["a_solved.ipynb"]
+    assert data["submissions"][0]["score"] == 3.0
+    assert "interrupted" in err and "1 of 3" in err

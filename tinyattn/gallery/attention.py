@@ -21,7 +21,7 @@ def score_matrix():
     tokens, weights = toy_attention()
     return viz.heatmap(weights, tokens, annotate=True, figsize=(7.2, 6.2),
                        title="softmax(Q Kᵀ/√d): each row is one word's attention over the sentence\n"
-                             "(hand-set W_q: 'it' looks for animals, 'on' for places, verbs for subjects)")
+                             "(hand-set W_q: 'it' looks for animals, 'on' for places, verbs for animals)")
 
 
 @figure("head_grid", "per-head weights of a MultiheadAttention: hand-set heads vs a seeded random init")

@@ -227,33 +227,39 @@ def flash_io():
     import matplotlib.pyplot as plt
 
     lengths = np.array(IO_SIZES)
-    d = 64
+    D = 64
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), constrained_layout=True)
-    standard = np.array([attention_io(L, d, IO_FAST_MEMORY[0])["standard"] for L in lengths])
-    axes[0].plot(lengths, standard, marker="o", ms=4, color="#264653", label="plain: 4Ld + 4L²")
+    standard = np.array([attention_io(L, D, IO_FAST_MEMORY[0])["standard"] for L in lengths])
+    axes[0].plot(lengths, standard, marker="o", ms=4, color="#264653", label="plain: 4LD + 4L²")
     for M, color in zip(IO_FAST_MEMORY, ("#2a9d8f", "#3a86ff")):
-        moved = np.array([attention_io(L, d, M)["flash"] for L in lengths])
-        axes[0].plot(lengths, moved, marker="o", ms=4, color=color, label=f"flash, M = {M // 1024}K numbers")
+        for key, ls, name in (("flash2", "-", "FlashAttention-2 order (printed)"),
+                              ("flash1", "--", "FlashAttention-1 order")):
+            moved = np.array([attention_io(L, D, M)[key] for L in lengths])
+            axes[0].plot(lengths, moved, marker="o", ms=3, ls=ls, color=color,
+                         label=f"{name}, M = {M // 1024}K")
     axes[0].set_xscale("log", base=2)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("sequence length L")
     axes[0].set_ylabel("numbers read + written in slow memory")
-    axes[0].set_title(f"forward pass, one head, d = {d}", fontsize=10)
+    axes[0].set_title(f"forward pass, one head, D = {D}", fontsize=10)
     fast = np.array([2 ** e for e in range(11, 19)])  # M = 2K .. 256K numbers
     for dim, color in zip((32, 64, 128), ("#e76f51", "#2a9d8f", "#6a4c93")):
         ok = fast >= 4 * dim
-        ratio = [attention_io(4096, dim, int(M))["standard"] / attention_io(4096, dim, int(M))["flash"]
-                 for M in fast[ok]]
-        axes[1].plot(fast[ok], ratio, marker="o", ms=4, color=color, label=f"d = {dim}")
+        for key, ls in (("flash2", "-"), ("flash1", "--")):
+            ratio = [attention_io(4096, dim, int(M))["standard"] / attention_io(4096, dim, int(M))[key]
+                     for M in fast[ok]]
+            axes[1].plot(fast[ok], ratio, marker="o", ms=3, ls=ls, color=color,
+                         label=f"D = {dim}" if key == "flash2" else ("dashed: FlashAttention-1 order"
+                                                                     if dim == 32 else "_nolegend_"))
     axes[1].axhline(1, color="grey", lw=1, ls=":")
     axes[1].set_xscale("log", base=2)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("fast memory M (numbers)")
     axes[1].set_ylabel("plain / flash, numbers moved")
-    axes[1].set_title("L = 4096: the saving grows like M / d²", fontsize=10)
+    axes[1].set_title("L = 4096: the saving grows like M / D²", fontsize=10)
     for ax in axes:
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Flash attention moves Θ(L²d²/M) numbers instead of Θ(Ld + L²): the GPU win is "
-                 "fewer trips to slow memory, in one fused kernel", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("Flash attention moves Θ(L²D²/M) numbers instead of Θ(LD + L²): on a GPU the speed-up "
+                 "is fewer trips to slow memory, in one fused kernel", fontsize=10)
     return fig

@@ -6,11 +6,13 @@ Nothing is trained here: the figures load ``tinyattn/checkpoints/induction.npz``
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
-from .. import data, viz
+from .. import data, nn, viz
+from ..autograd import no_grad, tensor
 from .registry import figure
 from ..train import induction_scores, lm_checkpoint_path, load_gpt, load_lm_log, next_token_losses
 
@@ -44,24 +46,80 @@ def named_heads(model=None) -> tuple:
     return (0, int(prev[0].argmax())), (len(ind) - 1, int(ind[-1].argmax()))
 
 
-def ablation_losses(n: int = 200) -> dict:
-    """Mean loss on the first part and on the copy, intact and with each head ablated.
+class _HeadPatch(nn.Module):
+    """``out_proj`` of one attention module, with head ``cols`` of its input recorded or replaced.
 
-    Returns {"intact": (first, repeat), "L0H1": (first, repeat), ...} on n held-out rows.
+    The input of ``out_proj`` is the heads' outputs side by side, (N, T, H·D); head h owns the
+    columns h·D .. h·D + D − 1. With ``value`` None the patch records them; with ``value`` (T, D)
+    it replaces them, at every position, by that value (for mean ablation).
     """
-    model, _ = load_gpt(lm_checkpoint_path("induction"))
-    seqs, _ = induction_test_rows(n)
+
+    def __init__(self, proj, cols: slice, value=None):
+        super().__init__()
+        self.proj, self.cols, self.value, self.seen = proj, cols, value, []
+
+    def forward(self, x):
+        if self.value is None:
+            self.seen.append(x.data[..., self.cols].copy())  # (N, T, D)
+            return self.proj(x)
+        heads = x.data.copy()  # (N, T, H·D)
+        heads[..., self.cols] = self.value[:heads.shape[-2]]  # (T, D), the same for every sequence
+        return self.proj(tensor(heads))
+
+
+@contextlib.contextmanager
+def mean_ablated_head(model, layer: int, head: int, reference):
+    """Inside the block, head ``head`` of block ``layer`` outputs its mean over ``reference``.
+
+    reference (n, T) token rows: the head's output at each position t is replaced by its average
+    at position t over those rows (mean ablation), so the rest of the network still receives an
+    input of the usual size and direction — only the information the head carries is removed.
+    """
+    attn = model.blocks[layer].attn
+    cols, proj = slice(head * attn.head_dim, (head + 1) * attn.head_dim), attn.out_proj
+    attn.out_proj = _HeadPatch(proj, cols)
+    try:
+        with no_grad():
+            model(reference)
+        mean = attn.out_proj.seen[0].mean(axis=0)  # (T, D)
+        attn.out_proj = _HeadPatch(proj, cols, mean)
+        yield model
+    finally:
+        attn.out_proj = proj
+
+
+def ablation_losses(n: int = 200, kind: str = "zero") -> dict:
+    """Loss on the first part and on the copy, copy accuracy and confidence, per ablated head.
+
+    Returns {"intact": (first, copy, copy accuracy, copy confidence), "L0H1": (...), ...} on the
+    first n held-out rows; confidence is the mean probability of the predicted token on the copy.
+    ``kind``: "zero" (the head's columns of W_o zeroed, ``GPT.ablate_head``) or "mean" (the head's
+    output replaced by its per-position mean over the other held-out rows, ``mean_ablated_head``).
+    """
+    if kind not in ("zero", "mean"):
+        raise ValueError(f"kind must be 'zero' or 'mean', got {kind!r}")
+    model, config = load_gpt(lm_checkpoint_path("induction"))
+    seqs, _ = data.make_induction_test(config.n_test, config.seed)  # (n_test, 25)
+    scored, reference = seqs[:n], seqs[n:, :-1]
     first, repeat = data.induction_positions()  # (24,) masks
 
-    def losses():
-        per_token = next_token_losses(model, seqs)[0].data  # (n, 24)
-        return float(per_token[:, first].mean()), float(per_token[:, repeat].mean())
+    def stats():
+        with no_grad():
+            per_token, logits = next_token_losses(model, scored)  # (n, 24), (n, 24, vocab)
+        z = logits.data[:, repeat].astype(np.float64)  # (n, 9, vocab)
+        p = np.exp(z - z.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        correct = z.argmax(-1) == scored[:, 1:][:, repeat]
+        return (float(per_token.data[:, first].mean()), float(per_token.data[:, repeat].mean()),
+                float(correct.mean()), float(p.max(-1).mean()))
 
-    out = {"intact": losses()}
+    out = {"intact": stats()}
     for layer, block in enumerate(model.blocks):
         for head in range(block.attn.num_heads):
-            with model.ablate_head(layer, head):
-                out[f"L{layer}H{head}"] = losses()
+            ablated = (model.ablate_head(layer, head) if kind == "zero"
+                       else mean_ablated_head(model, layer, head, reference))
+            with ablated:
+                out[f"L{layer}H{head}"] = stats()
     return out
 
 
@@ -101,7 +159,7 @@ def induction_phase_change():
     return fig
 
 
-@figure("induction_heads", "The previous-token head and the induction head on one held-out sequence")
+@figure("induction_heads", "The layer-0 recency head and the induction head on one held-out sequence")
 def induction_heads():
     import matplotlib.pyplot as plt
 
@@ -113,24 +171,25 @@ def induction_heads():
     labels = token_labels(x)
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.3), constrained_layout=True)
     viz.heatmap(maps[l0, h0], labels, ax=axes[0], colorbar=False, vmin=0, vmax=1,
-                title=f"layer {l0} head {h0}: previous token")
+                title=f"layer {l0} head {h0}: recency head")
     viz.heatmap(maps[l1, h1], labels, ax=axes[1], vmin=0, vmax=1,
                 title=f"layer {l1} head {h1}: induction (copy {int(offset[0])} positions later)")
     return fig
 
 
-@figure("induction_ablation", "Loss on the copy with each head ablated (its columns of W_o zeroed)")
+@figure("induction_ablation", "Loss with each head ablated: zeroed (its columns of W_o) and mean-ablated")
 def induction_ablation():
     import matplotlib.pyplot as plt
 
-    losses = ablation_losses()
-    names = list(losses)
-    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    zero, mean = ablation_losses(kind="zero"), ablation_losses(kind="mean")
+    names = list(zero)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), constrained_layout=True)
     pos = np.arange(len(names))
-    ax.bar(pos - 0.2, [losses[n][0] for n in names], 0.4, label="first part")
-    ax.bar(pos + 0.2, [losses[n][1] for n in names], 0.4, label="copy")
-    ax.axhline(math.log(data.INDUCTION_TOKENS), color="grey", ls=":", label="chance, ln 16")
+    ax.bar(pos - 0.27, [mean[n][0] for n in names], 0.27, label="first part (mean ablation)", color="#8ecae6")
+    ax.bar(pos, [zero[n][1] for n in names], 0.27, label="copy, zero ablation", color="#fb8500")
+    ax.bar(pos + 0.27, [mean[n][1] for n in names], 0.27, label="copy, mean ablation", color="#ffb703")
+    ax.axhline(math.log(data.INDUCTION_TOKENS), color="grey", ls=":", label="uniform guess, ln 16")
     ax.set_xticks(pos, ["intact"] + [f"without {n}" for n in names[1:]])
     ax.set(ylabel="mean next-token loss (nats)", title="ablating one head at a time")
-    ax.legend()
+    ax.legend(fontsize=8)
     return fig

@@ -16,7 +16,7 @@ class TinyEncoder(nn.Module):
     a final LayerNorm, no dropout. The answer slots (token ``?``) carry no information, so they
     are masked as keys: every attention row is a distribution over the given tokens and ``=``.
 
-    logits = LN(Encoder(E[tokens] + PE; mask)) Wᵀ + b, mask = −inf on the keys that are ``?``.
+    logits = LN(Encoder(W_emb[tokens] + PE; mask)) Wᵀ + b, mask = −inf on the keys that are ``?``.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,

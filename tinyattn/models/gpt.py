@@ -136,6 +136,9 @@ class GPT(Module):
         With ``caches`` (one KVCache per block, all holding P positions), idx are the tokens at
         positions P..P+T−1; their keys and values are appended to the caches.
         """
+        if caches is not None and (len(caches) != len(self.blocks) or len({len(c) for c in caches}) > 1):
+            raise ValueError(f"GPT: caches must be one KVCache per block ({len(self.blocks)}), all of one "
+                             f"length; got lengths {[len(c) for c in caches]}")
         start = 0 if caches is None else len(caches[0])
         idx = self._check_tokens(idx, start)
         T = idx.shape[1]
@@ -177,45 +180,67 @@ class GPT(Module):
             attn.out_proj.weight.data[:, cols] = saved
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 use_cache: bool = True, seed: int | None = None, return_logits: bool = False):
+                 use_cache: bool = True, seed: int | None = None, return_logits: bool = False,
+                 top_p: float | None = None, crop: bool = False, on_token=None):
         """Append ``max_new_tokens`` sampled tokens: idx (B, T0) -> (B, T0 + max_new_tokens).
 
         Each step takes the logits z of the last position: temperature 0 picks argmax z
         (greedy); otherwise it samples from softmax(z / temperature), keeping only the
-        ``top_k`` largest logits when given. Random numbers come from
+        ``top_k`` largest logits and/or the smallest set of most likely tokens whose
+        probabilities sum to ``top_p`` (nucleus sampling) when given. Random numbers come from
         ``np.random.default_rng(seed)``, or from tinyattn's global generator when seed is None.
         ``use_cache=False`` reruns the whole sequence each step (O(T²) work per token);
-        the cache gives the same tokens and logits. ``return_logits=True`` also returns the
-        logits each step sampled from, (B, max_new_tokens, vocab_size).
+        the cache gives the same tokens and logits. ``crop=True`` lets the text grow past
+        ``block_size``: the model then reads only the last block_size tokens (nanoGPT's
+        ``idx_cond``), and the cache is refilled from them. ``on_token(tokens (B,))`` is called
+        with every new column as it is sampled (to stream text). ``return_logits=True`` also
+        returns the logits each step sampled from, (B, max_new_tokens, vocab_size).
         """
-        idx = self._check_tokens(idx)
-        if int(max_new_tokens) != max_new_tokens or max_new_tokens < 0:
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if crop and idx.ndim == 2 and idx.shape[1] > self.block_size:
+            self._check_tokens(idx.reshape(-1, 1))  # tokens the model will not read are still checked
+            self._check_tokens(idx[:, -self.block_size:])
+        else:
+            idx = self._check_tokens(idx)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+            raise TypeError(f"generate: max_new_tokens must be an int, got {max_new_tokens!r} "
+                            f"of type {type(max_new_tokens).__name__}")
+        if max_new_tokens < 0:
             raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         if idx.shape[1] == 0:
             raise ValueError("generate: the prompt is empty; give at least one token per row")
-        if idx.shape[1] + max_new_tokens > self.block_size:
+        if not crop and idx.shape[1] + max_new_tokens > self.block_size:
             raise ValueError(f"generate: a prompt of {idx.shape[1]} tokens + {max_new_tokens} new "
                              f"tokens needs {idx.shape[1] + max_new_tokens} positions, but the "
-                             f"position table holds block_size = {self.block_size}")
+                             f"position table holds block_size = {self.block_size} (crop=True "
+                             f"reads only the last block_size tokens)")
         if not temperature >= 0:
             raise ValueError(f"generate: temperature must be >= 0 (0 = greedy), got {temperature!r}")
         if top_k is not None and (int(top_k) != top_k or top_k < 1):
             raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p!r}")
         rng = get_rng() if seed is None else np.random.default_rng(seed)
         was_training = self.training
         self.eval()
-        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        caches = None
         out, steps = idx, []
         with no_grad():
             for t in range(max_new_tokens):
-                if use_cache:
-                    logits = self(out if t == 0 else out[:, -1:], caches)  # (B, T0 or 1, V)
+                context = out[:, -self.block_size:]  # (B, <= block_size): what the model reads
+                if use_cache and (t == 0 or len(caches[0]) == self.block_size):  # (re)fill
+                    caches = [KVCache() for _ in self.blocks]
+                    logits = self(context, caches)  # (B, T, V)
+                elif use_cache:
+                    logits = self(out[:, -1:], caches)  # (B, 1, V)
                 else:
-                    logits = self(out)  # (B, T, V)
+                    logits = self(context)  # (B, T, V)
                 z = logits.data[:, -1]  # (B, V)
                 steps.append(z)
-                nxt = _sample(z, temperature, top_k, rng)  # (B,)
+                nxt = _sample(z, temperature, top_k, rng, top_p)  # (B,)
                 out = np.concatenate([out, nxt[:, None]], axis=1)  # (B, T + 1)
+                if on_token is not None:
+                    on_token(nxt)
         self.train(was_training)
         if return_logits:
             empty = np.zeros((len(idx), 0, self.vocab_size))
@@ -223,18 +248,30 @@ class GPT(Module):
         return out
 
 
-def _sample(z: np.ndarray, temperature: float, top_k, rng: np.random.Generator) -> np.ndarray:
-    """One token per row from logits z (B, V): argmax at temperature 0, else top-k sampling.
+def _sample(z: np.ndarray, temperature: float, top_k, rng: np.random.Generator, top_p=None) -> np.ndarray:
+    """One token per row from logits z (B, V): argmax at temperature 0, else top-k / top-p sampling.
 
-    Sampling inverts the CDF of softmax(z / temperature) at one uniform number per row.
+    p = softmax((z − max z) / temperature): subtracting the maximum first keeps a tiny
+    temperature finite (the best token gets exp(0) = 1, the others underflow to 0) instead of
+    inf − inf = NaN. top-p keeps the most likely tokens until their probabilities reach top_p
+    (always at least one). Sampling inverts the CDF at one uniform number per row.
     """
     if temperature == 0:
         return z.argmax(axis=-1)
-    z = z.astype(np.float64) / temperature  # (B, V)
+    z = z.astype(np.float64)
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -int(top_k)]  # (B,): the k-th largest logit
         z = np.where(z < kth[:, None], -np.inf, z)
-    p = np.exp(z - z.max(axis=-1, keepdims=True))  # (B, V)
-    cdf = np.cumsum(p / p.sum(axis=-1, keepdims=True), axis=-1)  # (B, V)
+    p = np.exp((z - z.max(axis=-1, keepdims=True)) / temperature)  # (B, V)
+    p /= p.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, axis=-1, kind="stable")  # (B, V): most likely first
+        sorted_p = np.take_along_axis(p, order, axis=-1)  # (B, V)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # (B, V): mass of the more likely tokens
+        keep = np.zeros_like(p, dtype=bool)
+        np.put_along_axis(keep, order, before < top_p, axis=-1)
+        p = np.where(keep, p, 0.0)
+        p /= p.sum(axis=-1, keepdims=True)
+    cdf = np.cumsum(p, axis=-1)  # (B, V)
     u = rng.random(len(z))  # (B,)
     return np.minimum((cdf < u[:, None]).sum(axis=-1), z.shape[-1] - 1)

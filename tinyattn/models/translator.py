@@ -79,13 +79,13 @@ class Translator(nn.Module):
         return memory, padding
 
     def decode(self, tgt, memory, memory_key_padding_mask) -> Tensor:
-        """tgt (N, T) ids, memory (N, S, E), its padding (N, S) -> logits (N, T, V), causally."""
+        """tgt (N, T) ids, memory (N, S, E), its padding (N, S) -> logits (N, T, n_vocab), causally."""
         tgt = self._ids(tgt, "tgt", self.tgt_embedding.num_embeddings)
         T = tgt.shape[1]
         x = self.transformer.decoder(self._embed(self.tgt_embedding, tgt), memory,
                                      tgt_mask=nn.causal_mask(T), tgt_is_causal=True,
                                      memory_key_padding_mask=memory_key_padding_mask)  # (N, T, E)
-        return self.head(x)  # (N, T, V)
+        return self.head(x)  # (N, T, n_vocab)
 
     def forward(self, src, tgt) -> Tensor:
         memory, padding = self.encode(src)
@@ -99,7 +99,7 @@ class Translator(nn.Module):
         ``stop_at_eos=False`` runs all ``max_len`` steps even when every row has finished (for
         timing decoding at a fixed output length).
 
-        src (N, S) -> (tokens (N, max_len) without BOS, PAD after EOS; logits (N, T, V) of the
+        src (N, S) -> (tokens (N, max_len) without BOS, PAD after EOS; logits (N, T, n_vocab) of the
         T ≤ max_len steps taken: decoding stops when every row has produced EOS).
         """
         self.eval()
@@ -118,7 +118,7 @@ class Translator(nn.Module):
                 done |= choice == self.eos
                 if stop_at_eos and done.all():
                     break
-        return tokens[:, 1:], np.stack(steps, axis=1)  # (N, max_len), (N, T, V)
+        return tokens[:, 1:], np.stack(steps, axis=1)  # (N, max_len), (N, T, n_vocab)
 
     def beam_search(self, src, beam_size: int = 4, length_penalty: float = 0.0,
                     max_len: int = data.TARGET_LEN + 1, use_cache: bool = True):
@@ -134,32 +134,33 @@ class Translator(nn.Module):
         self.eval()
         with no_grad():
             stepper = _Stepper(self, src, use_cache, repeat=beam_size)
-            N, K = stepper.batch // beam_size, beam_size
-            tokens = np.full((N, K, max_len + 1), self.pad, np.int64)  # (N, K, 1 + max_len)
+            N, n_beam = stepper.batch // beam_size, beam_size
+            tokens = np.full((N, n_beam, max_len + 1), self.pad, np.int64)  # (N, n_beam, 1 + max_len)
             tokens[:, :, 0] = self.bos
-            scores = np.full((N, K), -np.inf)  # (N, K) log p of each prefix
+            scores = np.full((N, n_beam), -np.inf)  # (N, n_beam) log p of each prefix
             scores[:, 0] = 0.0  # one live beam at the start, the others are placeholders
-            lengths = np.zeros((N, K), np.int64)
-            done = np.zeros((N, K), bool)
+            lengths = np.zeros((N, n_beam), np.int64)
+            done = np.zeros((N, n_beam), bool)
             rows = np.arange(N)[:, None]  # (N, 1)
             for t in range(max_len):
-                logp = _log_softmax(_allowed(stepper.step(tokens[:, :, :t + 1].reshape(N * K, t + 1)), self))
-                V = logp.shape[-1]
-                logp = logp.reshape(N, K, V)  # (N, K, V)
+                prefixes = tokens[:, :, :t + 1].reshape(N * n_beam, t + 1)  # (N·n_beam, t + 1)
+                logp = _log_softmax(_allowed(stepper.step(prefixes), self))
+                n_vocab = logp.shape[-1]
+                logp = logp.reshape(N, n_beam, n_vocab)  # (N, n_beam, n_vocab)
                 logp[done] = -np.inf
                 logp[done, self.pad] = 0.0  # a finished hypothesis extends only with PAD, for free
-                cand = (scores[:, :, None] + logp).reshape(N, K * V)  # (N, K·V)
-                top = np.argsort(-cand, axis=1, kind="stable")[:, :K]  # (N, K)
-                beam, token = top // V, top % V
+                cand = (scores[:, :, None] + logp).reshape(N, n_beam * n_vocab)  # (N, n_beam·n_vocab)
+                top = np.argsort(-cand, axis=1, kind="stable")[:, :n_beam]  # (N, n_beam)
+                beam, token = top // n_vocab, top % n_vocab
                 scores = cand[rows, top]
                 tokens = tokens[rows, beam]
                 tokens[:, :, t + 1] = token
                 lengths = lengths[rows, beam] + ~done[rows, beam]
                 done = done[rows, beam] | (token == self.eos)
-                stepper.reorder((np.arange(N)[:, None] * K + beam).reshape(-1))
+                stepper.reorder((np.arange(N)[:, None] * n_beam + beam).reshape(-1))
                 if done.all():
                     break
-            final = scores / np.maximum(lengths, 1) ** length_penalty  # (N, K)
+            final = scores / np.maximum(lengths, 1) ** length_penalty  # (N, n_beam)
             best = np.argmax(final, axis=1)  # (N,)
         return tokens[np.arange(N), best, 1:], final[np.arange(N), best]
 

@@ -61,14 +61,14 @@ def linear(input, weight, bias=None) -> Tensor:
     b = None if bias is None else check_tensor(bias, "bias")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias has shape {b.shape}, expected ({w.shape[0]},)")
-    x2 = x.data.reshape(-1, w.shape[1])  # (M, in)
-    y = x2 @ w.data.T  # (M, out)
+    x2 = x.data.reshape(-1, w.shape[1])  # (rows, in): all batch axes as rows
+    y = x2 @ w.data.T  # (rows, out)
     if b is not None:
         y += b.data
     out_shape = x.shape[:-1] + (w.shape[0],)
 
     def backward(g):
-        g2 = g.reshape(-1, w.shape[0])  # (M, out)
+        g2 = g.reshape(-1, w.shape[0])  # (rows, out)
         gx = (g2 @ w.data).reshape(x.shape) if x.requires_grad else None
         gw = g2.T @ x2 if w.requires_grad else None
         gb = g2.sum(axis=0) if b is not None and b.requires_grad else None
@@ -139,10 +139,11 @@ def softmax_inplace(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def softmax_backward(dP: np.ndarray, P: np.ndarray, axis: int = -1, rowsum=None) -> np.ndarray:
-    """dS = P ∘ (dP − rowsum(dP ∘ P)): the softmax Jacobian applied to the gradient dP.
+    """dA = P ∘ (dP − rowsum(dP ∘ P)): the softmax Jacobian applied to the gradient dP.
 
-    P = softmax(S) along ``axis``; dP = dL/dP, dS = dL/dS, same shape. ``rowsum``, if given, is
-    rowsum(dP ∘ P) computed another way (attention gets it as rowsum(dO ∘ O), see flash).
+    P = softmax(A) along ``axis`` (A: the scores); dP = dL/dP, dA = dL/dA, same shape.
+    ``rowsum``, if given, is rowsum(dP ∘ P) computed another way (attention gets it as
+    rowsum(dO ∘ O), see flash).
     """
     if rowsum is None:
         rowsum = np.sum(dP * P, axis=axis, keepdims=True)
@@ -187,10 +188,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
     n = int(np.prod(shape))
-    d = x.data.reshape(-1, n)  # (M, n): the normalized axes flattened
-    mu = d.mean(axis=1, keepdims=True)  # (M, 1)
-    xhat = d - mu  # (M, n), normalized in place below
-    rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (M, 1)
+    d = x.data.reshape(-1, n)  # (rows, n): one row per normalized vector
+    mu = d.mean(axis=1, keepdims=True)  # (rows, 1)
+    xhat = d - mu  # (rows, n), normalized in place below
+    rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (rows, 1)
     xhat *= rstd
     affine = tuple(p for p in (w, b) if p is not None)
     needs_xhat = autograd.is_grad_enabled() and any(t.requires_grad for t in (x,) + affine)
@@ -201,11 +202,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         y += b.data.reshape(-1)
 
     def backward(g):
-        g2 = g.reshape(-1, n)  # (M, n)
+        g2 = g.reshape(-1, n)  # (rows, n)
         gx = None
         if x.requires_grad:
             gx = g2 * w.data.reshape(-1) if w is not None else g2.copy()  # ĝ, then dx in place
-            dot = np.einsum("ij,ij->i", gx, xhat)[:, None] / n  # (M, 1): mean(ĝ ∘ x̂)
+            dot = np.einsum("ij,ij->i", gx, xhat)[:, None] / n  # (rows, 1): mean(ĝ ∘ x̂)
             gx -= gx.mean(axis=1, keepdims=True)
             gx -= xhat * dot
             gx *= rstd
@@ -332,9 +333,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     may have fewer heads (dim −3) than query, each serving a group of query heads (notebook 07).
     return_weights=True (a tinyattn extension) also returns the weights P (..., L, S).
 
-    Forward: scores = scale · Q Kᵀ (+ mask), P = softmax(scores), O = P V.
-    Backward: dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dP ∘ P)), dQ = scale · dS K,
-    dK = scale · dSᵀ Q. With dropout, P is replaced by P ∘ keep in O = P V and dP is
+    Forward: scores A = scale · Q Kᵀ (+ mask), P = softmax(A), O = P V.
+    Backward: dV = Pᵀ dO, dP = dO Vᵀ, dA = P ∘ (dP − rowsum(dP ∘ P)), dQ = scale · dA K,
+    dK = scale · dAᵀ Q. With dropout, P is replaced by P ∘ keep in O = P V and dP is
     multiplied by keep (the 0 or 1/(1 − p) multipliers).
     """
     q, k, v = (check_float(t, name, "scaled_dot_product_attention")
@@ -349,12 +350,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     if kernels.ENABLED:  # the same math, tiled and threaded: tinyattn/kernels/tiled_attention.py
         return kernels.attention(q, k, v, allowed, bias, keep, scale, return_weights)
 
-    scores = scale * (q.data @ np.swapaxes(k.data, -1, -2))  # (..., L, S)
+    A = scale * (q.data @ np.swapaxes(k.data, -1, -2))  # (..., L, S): the scores
     if bias is not None:
-        scores = scores + bias.data
+        A = A + bias.data
     if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
-    P = softmax_inplace(scores)  # (..., L, S); a fully masked row is all zeros
+        A = np.where(allowed, A, -np.inf)
+    P = softmax_inplace(A)  # (..., L, S); a fully masked row is all zeros
     P_kept = P if keep is None else P * keep  # (..., L, S), dropout applied
     out = P_kept @ v.data  # (..., L, Ev)
 
@@ -363,11 +364,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
         dP = dO @ np.swapaxes(v.data, -1, -2)  # (..., L, S)
         if keep is not None:
             dP = dP * keep
-        dS = softmax_backward(dP, P)  # (..., L, S)
-        dQ = scale * (dS @ k.data)  # (..., L, E)
-        dK = scale * (np.swapaxes(dS, -1, -2) @ q.data)  # (..., S, E)
+        dA = softmax_backward(dP, P)  # (..., L, S)
+        dQ = scale * (dA @ k.data)  # (..., L, E)
+        dK = scale * (np.swapaxes(dA, -1, -2) @ q.data)  # (..., S, E)
         grads = (unbroadcast(dQ, q.shape), unbroadcast(dK, k.shape), unbroadcast(dV, v.shape))
-        return grads if bias is None else grads + (unbroadcast(dS, bias.shape),)
+        return grads if bias is None else grads + (unbroadcast(dA, bias.shape),)
 
     parents = (q, k, v) if bias is None else (q, k, v, bias)
     output = Tensor.from_op(out, parents, backward, "scaled_dot_product_attention")

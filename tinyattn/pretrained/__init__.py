@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -28,13 +29,15 @@ import sys
 import tempfile
 import zipfile
 
+import numpy as np
+
 from .bert import BertConfig, BertModel, hf_to_tinyattn, mean_pool
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
 
 __all__ = ["load", "load_folder", "model_folder", "is_available", "cache_dir", "ModelUnavailable",
            "BertConfig", "BertModel", "BertTokenizer", "mean_pool", "read_safetensors",
-           "MODEL_NAME", "WHEEL", "SHA256"]
+           "MODEL_NAME", "WHEEL", "SHA256", "HF_REFERENCE", "huggingface_reference"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 ALIASES = (MODEL_NAME, "sentence-transformers/all-MiniLM-L6-v2")
@@ -47,6 +50,9 @@ SHA256 = {
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
 REQUIRED = ("config.json", "model.safetensors", "vocab.txt")
+# Hugging Face transformers' outputs for all-MiniLM-L6-v2 on three sentences (package data, written
+# once by tests/fixtures/make_minilm_reference.py): token ids, hidden states, attentions, embeddings
+HF_REFERENCE = importlib.resources.files("tinyattn") / "measurements" / "minilm_reference.npz"
 MAX_EXTRACT_BYTES = 300_000_000  # refuse a wheel that would unpack to more than this
 
 
@@ -228,6 +234,16 @@ def load_folder(folder, dtype=None):
     if dtype is not None:
         model.to(dtype)
     return model.eval(), tokenizer
+
+
+def huggingface_reference() -> dict:
+    """Hugging Face's numbers for all-MiniLM-L6-v2 (package data), to hold tinyattn's against.
+
+    Keys: sentences, input_ids, attention_mask, hidden (N, L, E), attentions (layers, N, H, L, L),
+    embeddings (N, E) and the token ids of tricky strings.
+    """
+    with HF_REFERENCE.open("rb") as f, np.load(f, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
 
 
 def load(name_or_path=MODEL_NAME, dtype=None):
