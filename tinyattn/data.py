@@ -730,6 +730,67 @@ def sample_blocks(ids: np.ndarray, batch_size: int, block_size: int, rng: np.ran
 
 
 # ----------------------------------------------------------------------------------------------
+# a Markov stream (the streaming experiment: ``tinyattn.streaming``)
+# ----------------------------------------------------------------------------------------------
+#
+# An endless text of MARKOV_TOKENS symbols from a fixed, seeded order-2 Markov chain: the next
+# token depends on the two before it, through P(x_t | x_{t−2}, x_{t−1}) = table[x_{t−2}, x_{t−1}],
+# each row a Dirichlet(MARKOV_ALPHA) draw. A row starts with "^" (MARKOV_BOS) and two tokens drawn
+# from the chain's stationary distribution of pairs, so every later position has the same
+# distribution: the best possible next-token loss is the entropy rate, equal at every position
+# t ≥ 2, however long the stream. A model needs only its last two tokens — anything else it
+# attends is where it parks attention.
+
+MARKOV_TOKENS = 16
+MARKOV_BOS = MARKOV_TOKENS  # "^", id 16
+MARKOV_VOCAB_SIZE = MARKOV_TOKENS + 1
+MARKOV_ALPHA = 0.3
+
+__all__ += ["MARKOV_TOKENS", "MARKOV_BOS", "MARKOV_VOCAB_SIZE", "MARKOV_ALPHA", "markov_table",
+            "markov_pair_distribution", "markov_entropy_rate", "markov_stream"]
+
+
+def markov_table(seed: int = 0) -> np.ndarray:
+    """The chain's transition table (V, V, V): [a, b, c] = P(next = c | two before = a, b)."""
+    rng = np.random.default_rng([seed, 22])
+    V = MARKOV_TOKENS
+    return rng.dirichlet(np.full(V, MARKOV_ALPHA), size=(V, V))  # (V, V, V), rows sum to 1
+
+
+def markov_pair_distribution(table: np.ndarray, iterations: int = 2000) -> np.ndarray:
+    """The stationary distribution π (V, V) of consecutive pairs: π(b, c) = Σ_a π(a, b)·table[a, b, c]."""
+    V = table.shape[0]
+    pi = np.full((V, V), 1.0 / V ** 2)
+    for _ in range(iterations):
+        pi = np.einsum("ab,abc->bc", pi, table)  # (V, V)
+    return pi
+
+
+def markov_entropy_rate(table: np.ndarray) -> float:
+    """The best achievable mean next-token loss (nats): Σ_(a,b) π(a, b)·H(table[a, b])."""
+    pi = markov_pair_distribution(table)
+    safe = np.where(table > 0, table, 1.0)
+    row_entropy = -(table * np.log(safe)).sum(axis=-1)  # (V, V)
+    return float((pi * row_entropy).sum())
+
+
+def markov_stream(n: int, length: int, rng: np.random.Generator, table: np.ndarray) -> np.ndarray:
+    """``n`` rows "^ x_1 .. x_{length−1}" of the chain: (n, length) int64; x_1, x_2 drawn from π."""
+    V = table.shape[0]
+    pi = markov_pair_distribution(table).reshape(-1)
+    seqs = np.empty((n, length), dtype=np.int64)
+    seqs[:, 0] = MARKOV_BOS
+    pair = rng.choice(V * V, size=n, p=pi / pi.sum())  # (n,)
+    seqs[:, 1:3] = np.stack([pair // V, pair % V], axis=1)[:, :max(length - 1, 0)]
+    cdf = np.cumsum(table, axis=-1)  # (V, V, V)
+    for t in range(3, length):
+        u = rng.random(n)[:, None]  # (n, 1)
+        nxt = (cdf[seqs[:, t - 2], seqs[:, t - 1]] < u).sum(axis=-1)  # (n,)
+        seqs[:, t] = np.minimum(nxt, V - 1)
+    return seqs
+
+
+# ----------------------------------------------------------------------------------------------
 # MQAR: multi-query associative recall (Arora et al. 2023, "Zoology"), for the attention arena
 # ----------------------------------------------------------------------------------------------
 #

@@ -19,10 +19,13 @@ import numpy as np
 from ..autograd import Tensor
 from ..nn import functional as F
 from ..nn.modules import Linear, Module
+from .alibi import alibi_bias
 from .common import check_int
 from .registry import Variant, register
 
-__all__ = ["GroupedQueryAttention", "KVCache", "kv_cache_bytes"]
+__all__ = ["GroupedQueryAttention", "KVCache", "kv_cache_bytes", "POSITIONS"]
+
+POSITIONS = (None, "rope", "alibi")  # the position schemes GroupedQueryAttention applies to its scores
 
 
 def kv_cache_bytes(num_layers: int, num_kv_heads: int, head_dim: int, seq_len: int,
@@ -119,10 +122,16 @@ class GroupedQueryAttention(Module):
     Q = x W_qᵀ + b_q (B, T, H·D), K = x W_kᵀ + b_k and V = x W_vᵀ + b_v (B, T, H_kv·D);
     query head h uses key/value head h // (H / H_kv); out = concat(heads) W_oᵀ + b_o.
     Parameters: q_proj (E -> E), k_proj and v_proj (E -> H_kv·D), out_proj (E -> E).
+    ``positions``: None (no position in the scores), "rope" (queries and keys rotated, D even) or
+    "alibi" (bias −m_h·(i − j) on head h). Either uses the positions of the keys the cache
+    returns, 0 .. S−1, and S − T .. S − 1 for the T queries (see ``efficient.sinks``).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, num_kv_heads: int, bias: bool = True, dtype=None):
+    def __init__(self, embed_dim: int, num_heads: int, num_kv_heads: int, bias: bool = True, dtype=None,
+                 positions: str | None = None):
         super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"GroupedQueryAttention: positions {positions!r} is not one of {POSITIONS}")
         for name, n in (("embed_dim", embed_dim), ("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
             check_int("GroupedQueryAttention", name, n, 1)
         if embed_dim % num_heads:
@@ -133,7 +142,10 @@ class GroupedQueryAttention(Module):
                              f"num_kv_heads {num_kv_heads}; each key/value head serves a group of "
                              f"equal size")
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim, self.positions = embed_dim // num_heads, positions
+        if positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"GroupedQueryAttention: positions='rope' rotates pairs, but head_dim "
+                             f"{self.head_dim} is odd")
         kv_dim = num_kv_heads * self.head_dim
         self.q_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
         self.k_proj = Linear(embed_dim, kv_dim, bias=bias, dtype=dtype)
@@ -142,7 +154,7 @@ class GroupedQueryAttention(Module):
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
-                f"num_kv_heads={self.num_kv_heads}")
+                f"num_kv_heads={self.num_kv_heads}" + (f", positions={self.positions!r}" if self.positions else ""))
 
     def forward(self, x, is_causal: bool = False, cache: KVCache = None) -> Tensor:
         """x (B, T, E) -> (B, T, E); with a cache, x holds the T positions after the P cached ones.
@@ -160,14 +172,18 @@ class GroupedQueryAttention(Module):
         q = self.q_proj(x).reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).reshape(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
         v = self.v_proj(x).reshape(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
-        past = 0
         if cache is not None:
-            past = len(cache)
             k, v = cache.append(k, v)  # (B, H_kv, P + T, D)
+        past = k.shape[2] - T
         mask = None
         if is_causal and past > 0:
             mask = np.tril(np.ones((T, past + T), dtype=bool), k=past)  # (T, P + T), bottom-right
-        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and past == 0,
+        if self.positions == "rope":
+            q = F.apply_rotary_pos_emb(q, np.arange(past, past + T))  # (B, H, T, D)
+            k = F.apply_rotary_pos_emb(k, np.arange(past + T))  # (B, H_kv, P + T, D)
+        elif self.positions == "alibi":
+            mask = alibi_bias(H, T, past + T, is_causal=is_causal, dtype=q.dtype)  # (H, T, P + T), −inf above
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                                enable_gqa=True)  # (B, H, T, D)
         return self.out_proj(heads.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
 

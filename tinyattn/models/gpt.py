@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from ..autograd import Tensor, get_rng, no_grad
-from ..efficient import GroupedQueryAttention, KVCache
+from ..efficient import GroupedQueryAttention, KVCache, alibi_bias
 from ..nn import functional as F
 from ..nn import init
 from ..nn.modules import GELU, Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Sequential
@@ -36,10 +36,10 @@ class Block(Module):
     """
 
     def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float,
-                 mlp: bool = True):
+                 mlp: bool = True, positions: str | None = None):
         super().__init__()
         self.ln_1 = LayerNorm(d_model)
-        self.attn = GroupedQueryAttention(d_model, num_heads, num_kv_heads=num_heads)
+        self.attn = GroupedQueryAttention(d_model, num_heads, num_kv_heads=num_heads, positions=positions)
         self.dropout = Dropout(dropout)
         if mlp:
             self.ln_2 = LayerNorm(d_model)
@@ -58,7 +58,8 @@ class Block(Module):
     def attention_weights(self, x) -> np.ndarray:
         """The causal attention weights P of every head: x (B, T, E) -> (B, H, T, T).
 
-        P = softmax(Q Kᵀ / √D + causal mask) with Q, K the projections of LN_1(x).
+        P = softmax(Q Kᵀ / √D + causal mask) with Q, K the projections of LN_1(x) (RoPE: rotated;
+        ALiBi: the bias added to the scores).
         """
         attn = self.attn
         B, T, _ = x.shape
@@ -66,7 +67,11 @@ class Block(Module):
         h = self.ln_1(x)
         q = attn.q_proj(h).reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = attn.k_proj(h).reshape(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        if attn.positions == "rope":
+            q, k = F.apply_rotary_pos_emb(q), F.apply_rotary_pos_emb(k)  # positions 0 .. T−1
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D))  # (B, H, T, T)
+        if attn.positions == "alibi":
+            scores = scores + alibi_bias(H, T, T, dtype=scores.dtype)  # −m_h·(i − j), −inf above
         future = np.triu(np.ones((T, T), dtype=bool), k=1)  # (T, T): True = may not attend
         return F.softmax(scores.masked_fill(future, -np.inf), dim=-1).data
 
@@ -76,14 +81,18 @@ class GPT(Module):
 
     Token embedding ``wte`` (vocab_size, E) and learned positions ``wpe`` (block_size, E),
     ``num_layers`` pre-norm ``Block``s, a final LayerNorm ``ln_f`` and the tied head
-    logits = ln_f(x) wteᵀ (no separate output matrix). Weights start at N(0, 0.02²), the
+    logits = ln_f(x) wteᵀ (no separate output matrix). ``positions="rope"`` or ``"alibi"`` drops
+    ``wpe`` and puts positions into every attention's scores instead (``GroupedQueryAttention``);
+    block_size then only bounds the length. Weights start at N(0, 0.02²), the
     residual output projections at N(0, (0.02 / √(2 · num_layers))²), biases at 0 (GPT-2).
     """
 
     def __init__(self, vocab_size: int, block_size: int, d_model: int = 64, num_heads: int = 4,
                  num_layers: int = 2, dim_feedforward: int | None = None, dropout: float = 0.0,
-                 mlp: bool = True):
+                 mlp: bool = True, positions: str = "learned"):
         super().__init__()
+        if positions not in ("learned", "rope", "alibi"):
+            raise ValueError(f"GPT: positions must be 'learned', 'rope' or 'alibi', got {positions!r}")
         for name, n in (("vocab_size", vocab_size), ("block_size", block_size),
                         ("d_model", d_model), ("num_heads", num_heads), ("num_layers", num_layers)):
             if int(n) != n or n <= 0:
@@ -91,12 +100,13 @@ class GPT(Module):
         dim_feedforward = 4 * d_model if dim_feedforward is None else dim_feedforward
         self.config = dict(vocab_size=vocab_size, block_size=block_size, d_model=d_model,
                            num_heads=num_heads, num_layers=num_layers,
-                           dim_feedforward=dim_feedforward, dropout=dropout, mlp=mlp)
+                           dim_feedforward=dim_feedforward, dropout=dropout, mlp=mlp, positions=positions)
         self.vocab_size, self.block_size = vocab_size, block_size
         self.wte = Embedding(vocab_size, d_model)
-        self.wpe = Embedding(block_size, d_model)
+        self.wpe = Embedding(block_size, d_model) if positions == "learned" else None
         self.drop = Dropout(dropout)
-        self.blocks = ModuleList(Block(d_model, num_heads, dim_feedforward, dropout, mlp)
+        in_scores = None if positions == "learned" else positions
+        self.blocks = ModuleList(Block(d_model, num_heads, dim_feedforward, dropout, mlp, in_scores)
                                  for _ in range(num_layers))
         self.ln_f = LayerNorm(d_model)
         self._init_weights()
@@ -142,7 +152,10 @@ class GPT(Module):
         start = 0 if caches is None else len(caches[0])
         idx = self._check_tokens(idx, start)
         T = idx.shape[1]
-        x = self.drop(self.wte(idx) + self.wpe(np.arange(start, start + T)))  # (B, T, E)
+        x = self.wte(idx)  # (B, T, E)
+        if self.wpe is not None:
+            x = x + self.wpe(np.arange(start, start + T))  # (B, T, E)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])  # (B, T, E)
         return F.linear(self.ln_f(x), self.wte.weight)  # (B, T, vocab_size): tied head
@@ -154,7 +167,9 @@ class GPT(Module):
         self.eval()
         maps = []
         with no_grad():
-            x = self.wte(idx) + self.wpe(np.arange(idx.shape[1]))  # (B, T, E)
+            x = self.wte(idx)  # (B, T, E)
+            if self.wpe is not None:
+                x = x + self.wpe(np.arange(idx.shape[1]))  # (B, T, E)
             for block in self.blocks:
                 maps.append(block.attention_weights(x))  # (B, H, T, T)
                 x = block(x)
