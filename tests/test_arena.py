@@ -11,8 +11,9 @@ import re
 import numpy as np
 import pytest
 
-from tinyattn import arena, data
+from tinyattn import Tensor, arena, data
 from tinyattn import efficient as eff
+from tinyattn.efficient.common import dense_attention
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXACT = ("exact",)
@@ -85,6 +86,27 @@ def test_the_error_meter_sees_a_band_mask():
     """sliding_window (w = 64) is softmax attention while L ≤ w + 1, and not beyond."""
     r = arena.scaling(sizes=(32, 256), error_max=256, budget=10.0, names=("sliding_window",))["sliding_window"]
     assert r["err_max"][0] <= 1e-10 and r["err_max"][1] > 0.1, r["err_max"]
+
+
+def test_length_options_are_fitted_to_short_sequences():
+    """Nyström's 32 landmarks are capped at S, LSH's chunk of 32 becomes a divisor of S, and the
+    tables say so; the contenders then run at MQAR's lengths S = 3P (P = 4 ... 32)."""
+    nys, lsh = eff.get("nystrom").options, eff.get("lsh").options
+    assert [arena.options_at("nystrom", nys, S)["num_landmarks"] for S in (12, 24, 48, 96)] == [12, 24, 32, 32]
+    assert [arena.options_at("lsh", lsh, S)["chunk_size"] for S in (12, 24, 48, 96, 256)] == [12, 24, 24, 32, 32]
+    assert arena.options_at("flash", {"block_size": 128}, 12) == {"block_size": 128}
+    assert arena.options_text("nystrom", nys) == "num_landmarks = min(32, S), pinv_iterations = 6"
+    assert arena.options_text(arena.BASELINE, {}) == "—"
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((1, 2, 12, 8)) for _ in range(3))
+    # with every token a landmark (m = S = 12) and the exact pseudo-inverse, Nyström is softmax attention
+    fitted = arena._fitted("nystrom", eff.get("nystrom").reference)
+    out = fitted(q, k, v, num_landmarks=32, pinv_iterations=None)
+    np.testing.assert_allclose(out, dense_attention(q, k, v), rtol=1e-8, atol=1e-10)
+    for name, _, attend, options in arena.contenders():
+        for S in (12, 48):
+            x = [Tensor(rng.standard_normal((2, 2, S, 8))) for _ in range(3)]
+            assert attend(*x, is_causal=False, **options).shape == (2, 2, S, 8), (name, S)
 
 
 # ----------------------------------------------------------------------------------------------

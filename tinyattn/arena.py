@@ -84,11 +84,45 @@ def _sdpa(q, k, v, is_causal=False):
     return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
 
 
+def _largest_divisor(L: int, at_most: int) -> int:
+    """The largest d ≤ at_most that divides L (L itself when at_most ≥ L)."""
+    return max(d for d in range(1, min(at_most, L) + 1) if L % d == 0)
+
+
+# Options that are lengths, fitted to each call's key length S: {name: {option: (how, rule(value, S))}}.
+# Nyström needs m ≤ S landmarks; LSH needs a chunk size that divides S (MQAR's S = 3P is 12 ... 96).
+LENGTH_RULES = {
+    "nystrom": {"num_landmarks": ("min({}, S)", min)},
+    "lsh": {"chunk_size": ("largest divisor of S ≤ {}", lambda c, S: _largest_divisor(S, c))},
+}
+
+
+def options_at(name: str, options: dict, S: int) -> dict:
+    """The options ``name`` runs with on S keys: ``options`` with its LENGTH_RULES applied."""
+    rules = LENGTH_RULES.get(name, {})
+    return {key: rules[key][1](val, S) if key in rules else val for key, val in options.items()}
+
+
+def options_text(name: str, options: dict) -> str:
+    """The options as the tables state them, a length rule spelled out: "num_landmarks = min(32, S)"."""
+    rules = LENGTH_RULES.get(name, {})
+    parts = [f"{key} = {rules[key][0].format(val) if key in rules else val}" for key, val in options.items()]
+    return ", ".join(parts) or "—"
+
+
+def _fitted(name: str, fn):
+    """``fn`` (an attend or a reference) called with its options fitted to each call's key length."""
+    def call(q, k, v, is_causal=False, **options):
+        return fn(q, k, v, is_causal=is_causal, **options_at(name, options, k.shape[-2]))
+    return call
+
+
 def contenders() -> list:
-    """[(name, claim, attend, options)]: plain SDPA first, then every registered attention variant."""
+    """[(name, claim, attend, options)]: plain SDPA first, then every registered attention variant,
+    its attend fitting the length options to the sequence (``options_at``)."""
     out = [(BASELINE, "exact", _sdpa, {})]
     for v in eff.variants("attention"):
-        out.append((v.name, v.claim, v.attend, dict(v.options)))
+        out.append((v.name, v.claim, _fitted(v.name, v.attend), dict(v.options)))
     return out
 
 
@@ -202,7 +236,7 @@ def scaling(sizes=SIZES, error_max: int = ERROR_MAX, budget: float = 0.5, names=
     """
     field = ("fwd_s", "fwd_peak", "fwd_bwd_s", "fwd_bwd_peak")
     chosen = [c for c in contenders() if names is None or c[0] in names]
-    refs = {v.name: v.reference for v in eff.variants("attention")}
+    refs = {v.name: _fitted(v.name, v.reference) for v in eff.variants("attention")}
     clock = _Clock(len(chosen) * sum((L / sizes[0]) ** 1.5 for L in sizes))
     results = {}
     for name, claim, attend, options in chosen:
@@ -434,12 +468,12 @@ def _summary_rows(data: dict) -> list:
     sc, mq, cfg = data["scaling"], data["mqar"], data["config"]
     pairs = cfg["mqar"]["pairs"] if mq else []
     top_e = cfg["error_max"]
-    head = ("| variant | claim | time slope (fwd+bwd) | memory slope | fwd+bwd ms at L = {L} | peak MiB at L = {L} "
+    head = ("| variant | claim | options | time slope (fwd+bwd) | memory slope | fwd+bwd ms at L = {L} | peak MiB at L = {L} "
             "| max / mean row error at L = {E} |").format(L="{L}", E=top_e)
     rows = []
     for name, r in sc.items():
         L = max(r["L"]) if r["L"] else None
-        cells = [f"`{name}`", r["claim"], _slope(r, "fwd_bwd_s"), _slope(r, "fwd_bwd_peak"),
+        cells = [f"`{name}`", r["claim"], options_text(name, r["options"]), _slope(r, "fwd_bwd_s"), _slope(r, "fwd_bwd_peak"),
                  f"{_ms(_at(r, 'fwd_bwd_s', L))} (L = {L})" if L else "—",
                  _mib(_at(r, "fwd_bwd_peak", L)) if L else "—"]
         e_L = max((x for x in r["error_L"] if x <= top_e), default=None)
@@ -451,7 +485,7 @@ def _summary_rows(data: dict) -> list:
         rows.append("| " + " | ".join(cells) + " |")
     head = head.replace(" at L = {L}", " at the largest L")
     head += "".join(f" MQAR P = {P} |" for P in pairs)
-    rule = "|---|---|" + "---:|" * (5 + len(pairs))
+    rule = "|---|---|---|" + "---:|" * (5 + len(pairs))
     return [head, rule] + rows
 
 
@@ -465,7 +499,11 @@ def readme_markdown(data: dict) -> str:
              f"fits over L ≥ {cfg['slope_from']}. Error: per query row ‖o − softmax‖ / ‖softmax‖ in "
              f"float64. MQAR: held-out accuracy of a {m['num_layers']}-layer model (d_model "
              f"{m['d_model']}, {m['num_heads']} heads, bidirectional attention) trained {m['steps']} "
-             f"steps with that attention, at P key-value pairs.", ""]
+             f"steps with that attention, at P key-value pairs. Options: the registry's, with the length "
+             f"options fitted to the S keys of each call (MQAR has S = 3P); Linformer's E, F are its fixed "
+             f"seeded draw, not learned. The machine is shared with other jobs running at the same time: "
+             f"absolute times differ from run to run, only ratios and slopes within one run are meaningful.",
+             ""]
     lines += _summary_rows(data)
     lines += ["", "All sizes and both times are in [benchmarks/README.md](benchmarks/README.md#the-arena); "
               "raw numbers in `tinyattn/measurements/arena.json`."]
