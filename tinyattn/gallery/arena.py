@@ -77,7 +77,7 @@ def arena_error():
     data = arena.load_results()
     sc = data["scaling"]
     style = styles(sc)
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10, 4.8), constrained_layout=True)
     floor = 1e-17  # an error of exactly 0 is drawn here, on the log axis
     for name, r in sc.items():
         if not r["error_L"]:
@@ -105,7 +105,7 @@ def arena_mqar():
     data = arena.load_results()
     mq, m = data["mqar"], data["config"]["mqar"]
     style = styles(data["scaling"])
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(10, 4.8), constrained_layout=True)
     pairs = m["pairs"]
     for name, r in mq.items():
         if "accuracy" not in r:
@@ -120,7 +120,7 @@ def arena_mqar():
     ax.set_xlabel("key-value pairs P (sequence length 3P)")
     ax.set_ylabel("held-out accuracy on the queries")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"the same {m['num_layers']}-layer model (d_model {m['d_model']}, {m['num_heads']} heads), "
                  f"{m['steps']} steps, seed 0, with each variant as its attention", fontsize=10)
     fig.suptitle(f"multi-query associative recall (Arora et al. 2023); {_source(data)}", fontsize=10)
