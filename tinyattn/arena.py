@@ -519,7 +519,10 @@ def markdown(data: dict) -> str:
              f"float32, B = 1, H = {cfg['H']}, D = {cfg['D']}, non-causal, each variant with its "
              f"registry options; medians of 5 runs (L ≤ 1024) or 3; peaks by tracemalloc. A variant "
              f"slower than {cfg['budget_s']} s (fwd+bwd) at some L is not run at larger L. Took "
-             f"{data['seconds']['scaling']:.0f} s (scaling) + {data['seconds']['mqar']:.0f} s (MQAR).", ""]
+             f"{data['seconds']['scaling']:.0f} s (scaling) + {data['seconds']['mqar']:.0f} s (MQAR). Other jobs "
+             f"shared the machine during the run: compare ratios and slopes within this table, not "
+             f"milliseconds across runs. Length options are fitted to each call's S keys "
+             f"(`arena.options_at`).", ""]
     lines += _summary_rows(data)
     for title, field, fmt in (("Forward, median ms", "fwd_s", _ms), ("Forward + backward, median ms", "fwd_bwd_s", _ms),
                               ("Forward + backward, tracemalloc peak MiB", "fwd_bwd_peak", _mib)):
