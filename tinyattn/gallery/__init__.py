@@ -11,6 +11,7 @@ from . import encoder  # noqa: F401
 from . import training  # noqa: F401
 from . import efficient  # noqa: F401
 from . import zoo  # noqa: F401
+from . import decoding  # noqa: F401
 from . import gpt  # noqa: F401
 from . import translation  # noqa: F401
 from . import pretrained  # noqa: F401
