@@ -84,7 +84,8 @@ def test_exact_variants_equal_softmax_attention_in_float64(quick):
 
 def test_the_error_meter_sees_a_band_mask():
     """sliding_window (w = 64) is softmax attention while L ≤ w + 1, and not beyond."""
-    r = arena.scaling(sizes=(32, 256), error_max=256, budget=10.0, names=("sliding_window",))["sliding_window"]
+    r = arena.scaling(sizes=(32, 256), error_max=256, budget=10.0,
+                      names=("sliding_window",))["sliding_window"]
     assert r["err_max"][0] <= 1e-10 and r["err_max"][1] > 0.1, r["err_max"]
 
 
@@ -92,8 +93,9 @@ def test_length_options_are_fitted_to_short_sequences():
     """Nyström's 32 landmarks are capped at S, LSH's chunk of 32 becomes a divisor of S, and the
     tables say so; the contenders then run at MQAR's lengths S = 3P (P = 4 ... 32)."""
     nys, lsh = eff.get("nystrom").options, eff.get("lsh").options
-    assert [arena.options_at("nystrom", nys, S)["num_landmarks"] for S in (12, 24, 48, 96)] == [12, 24, 32, 32]
-    assert [arena.options_at("lsh", lsh, S)["chunk_size"] for S in (12, 24, 48, 96, 256)] == [12, 24, 24, 32, 32]
+    landmarks = [arena.options_at("nystrom", nys, S)["num_landmarks"] for S in (12, 24, 48, 96)]
+    chunks = [arena.options_at("lsh", lsh, S)["chunk_size"] for S in (12, 24, 48, 96, 256)]
+    assert landmarks == [12, 24, 32, 32] and chunks == [12, 24, 24, 32, 32]
     assert arena.options_at("flash", {"block_size": 128}, 12) == {"block_size": 128}
     assert arena.options_text("nystrom", nys) == "num_landmarks = min(32, S), pinv_iterations = 6"
     assert arena.options_text(arena.BASELINE, {}) == "—"
@@ -186,7 +188,8 @@ def test_committed_arena_reproduces_the_known_results(committed):
 def test_cli_writes_json_and_both_sections(tmp_path):
     for rel in ("README.md", "benchmarks/README.md"):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
-        (tmp_path / rel).write_text("intro\n<!-- arena:start -->\nold\n<!-- arena:end -->\nrest\n", encoding="utf-8")
+        (tmp_path / rel).write_text("intro\n<!-- arena:start -->\nold\n<!-- arena:end -->\nrest\n",
+                                    encoding="utf-8")
     out = tmp_path / "a.json"
     assert arena.main(["--sizes", "32", "64", "--no-mqar", "--write", "--root", str(tmp_path),
                        "--out", str(out)]) == 0

@@ -788,8 +788,9 @@ def test_notebook11_performer_kernel_is_unbiased_and_its_spread_falls_as_one_ove
     exact = np.exp((x * y).sum(-1))  # (16,)
     sizes, spread = (16, 64, 256, 1024), []
     for n_phi in sizes:
+        draws = (eff.orthogonal_random_features(n_phi, 8, 1000 + s) for s in range(100))
         est = np.array([(eff.favor_features(x, w).data * eff.favor_features(y, w).data).sum(-1)
-                        for w in (eff.orthogonal_random_features(n_phi, 8, 1000 + s) for s in range(100))]) / exact
+                        for w in draws]) / exact  # (100, 16): estimate / exact
         assert (np.abs(est.mean(0) - 1) / (est.std(0) / 10)).max() < 4, n_phi
         spread.append(est.std(0).mean())
     assert -0.6 < arena.loglog_slope(sizes, spread) < -0.4
@@ -804,5 +805,6 @@ def test_notebook11_lsh_recall_of_the_best_keys_rises_with_hash_rounds():
     scores = q @ np.swapaxes(keys, -1, -2)  # (1, 2, 64, 64)
     scores[..., np.arange(64), np.arange(64)] = -np.inf  # a query always sees itself
     top = np.argsort(-scores, axis=-1)[..., :4]
-    recall = [np.take_along_axis(eff.lsh_mask(q, 8, rounds, 16), top, axis=-1).mean() for rounds in (1, 2, 4, 8)]
+    recall = [np.take_along_axis(eff.lsh_mask(q, 8, rounds, 16), top, axis=-1).mean()
+              for rounds in (1, 2, 4, 8)]
     assert all(a < b for a, b in zip(recall, recall[1:])) and recall[0] < 0.4 and recall[-1] > 0.8, recall

@@ -195,7 +195,8 @@ def _speed(attend, options: dict, L: int, repeat: int) -> dict:
         attend(q, k, v, is_causal=False, **options).backward(g)
 
     return {"fwd_s": _median_seconds(forward, repeat), "fwd_peak": _peak_bytes(forward),
-            "fwd_bwd_s": _median_seconds(forward_backward, repeat), "fwd_bwd_peak": _peak_bytes(forward_backward)}
+            "fwd_bwd_s": _median_seconds(forward_backward, repeat),
+            "fwd_bwd_peak": _peak_bytes(forward_backward)}
 
 
 def _errors(attend, reference, options: dict, L: int) -> dict:
@@ -266,7 +267,8 @@ def scaling(sizes=SIZES, error_max: int = ERROR_MAX, budget: float = 0.5, names=
             if s["fwd_bwd_s"] > budget and L != sizes[-1]:
                 r["stopped"] = f"fwd+bwd {s['fwd_bwd_s']:.2f} s > budget {budget} s at L = {L}"
             err = f"  err {e['err_max']:.1e}" if e else ""
-            _progress(f"  {name:16s} L={L:5d} fwd {s['fwd_s'] * 1e3:8.1f} ms  fwd+bwd {s['fwd_bwd_s'] * 1e3:8.1f} "
+            _progress(f"  {name:16s} L={L:5d} fwd {s['fwd_s'] * 1e3:8.1f} ms  "
+                      f"fwd+bwd {s['fwd_bwd_s'] * 1e3:8.1f} "
                       f"ms  peak {s['fwd_bwd_peak'] / 2 ** 20:7.1f} MiB{err}  ({clock.tick(work)})")
         r["slopes"] = _slopes(r)
     return results
@@ -305,7 +307,8 @@ class _Block(Module):
         B, T, E = x.shape
         Hh, Dh = self.num_heads, E // self.num_heads
         h = self.ln_1(x)
-        q, k, v = (p(h).reshape(B, T, Hh, Dh).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (p(h).reshape(B, T, Hh, Dh).transpose(1, 2)  # (B, H, T, D) each
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
         a = self.attend(q, k, v, is_causal=self.is_causal, **self.options)  # (B, H, T, D)
         x = x + self.out_proj(a.transpose(1, 2).reshape(B, T, E))  # (B, T, E)
         return x + self.mlp(self.ln_2(x))
@@ -326,7 +329,8 @@ class RecallNet(Module):
         self.wte = Embedding(vocab_size, d_model)
         self.wprev = Embedding(vocab_size + 1, d_model)  # row vocab_size: "no previous token"
         self.wpe = Embedding(max_len, d_model)
-        self.blocks = ModuleList(_Block(d_model, num_heads, attend, options, is_causal) for _ in range(num_layers))
+        self.blocks = ModuleList(_Block(d_model, num_heads, attend, options, is_causal)
+                                 for _ in range(num_layers))
         self.ln_f = LayerNorm(d_model)
         self.head = Linear(d_model, vocab_size)
         for m in self.modules():
@@ -436,7 +440,8 @@ def run(sizes=SIZES, error_max: int = ERROR_MAX, budget: float = 0.5, pairs=MQAR
     return {"command": command, "machine": _machine(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "config": {"B": 1, "H": H, "D": D, "dtype": "float32 (errors: float64)", "is_causal": False,
-                       "sizes": list(sizes), "error_max": error_max, "budget_s": budget, "slope_from": SLOPE_FROM,
+                       "sizes": list(sizes), "error_max": error_max, "budget_s": budget,
+                       "slope_from": SLOPE_FROM,
                        "mqar": {"pairs": list(pairs), "steps": steps, "batch": 32, "lr": 3e-3, "n_test": 256,
                                 "d_model": 64, "num_heads": 2, "num_layers": 2, "is_causal": False}},
             "scaling": scale, "mqar": recall, "seconds": {"scaling": scale_s, "mqar": mqar_s}}
@@ -468,12 +473,14 @@ def _summary_rows(data: dict) -> list:
     sc, mq, cfg = data["scaling"], data["mqar"], data["config"]
     pairs = cfg["mqar"]["pairs"] if mq else []
     top_e = cfg["error_max"]
-    head = ("| variant | claim | options | time slope (fwd+bwd) | memory slope | fwd+bwd ms at L = {L} | peak MiB at L = {L} "
+    head = ("| variant | claim | options | time slope (fwd+bwd) | memory slope | fwd+bwd ms at L = {L} "
+            "| peak MiB at L = {L} "
             "| max / mean row error at L = {E} |").format(L="{L}", E=top_e)
     rows = []
     for name, r in sc.items():
         L = max(r["L"]) if r["L"] else None
-        cells = [f"`{name}`", r["claim"], options_text(name, r["options"]), _slope(r, "fwd_bwd_s"), _slope(r, "fwd_bwd_peak"),
+        cells = [f"`{name}`", r["claim"], options_text(name, r["options"]), _slope(r, "fwd_bwd_s"),
+                 _slope(r, "fwd_bwd_peak"),
                  f"{_ms(_at(r, 'fwd_bwd_s', L))} (L = {L})" if L else "—",
                  _mib(_at(r, "fwd_bwd_peak", L)) if L else "—"]
         e_L = max((x for x in r["error_L"] if x <= top_e), default=None)
@@ -519,12 +526,14 @@ def markdown(data: dict) -> str:
              f"float32, B = 1, H = {cfg['H']}, D = {cfg['D']}, non-causal, each variant with its "
              f"registry options; medians of 5 runs (L ≤ 1024) or 3; peaks by tracemalloc. A variant "
              f"slower than {cfg['budget_s']} s (fwd+bwd) at some L is not run at larger L. Took "
-             f"{data['seconds']['scaling']:.0f} s (scaling) + {data['seconds']['mqar']:.0f} s (MQAR). Other jobs "
+             f"{data['seconds']['scaling']:.0f} s (scaling) + {data['seconds']['mqar']:.0f} s (MQAR). "
+             f"Other jobs "
              f"shared the machine during the run: compare ratios and slopes within this table, not "
              f"milliseconds across runs. Length options are fitted to each call's S keys "
              f"(`arena.options_at`).", ""]
     lines += _summary_rows(data)
-    for title, field, fmt in (("Forward, median ms", "fwd_s", _ms), ("Forward + backward, median ms", "fwd_bwd_s", _ms),
+    for title, field, fmt in (("Forward, median ms", "fwd_s", _ms),
+                              ("Forward + backward, median ms", "fwd_bwd_s", _ms),
                               ("Forward + backward, tracemalloc peak MiB", "fwd_bwd_peak", _mib)):
         lines += ["", f"**{title}:**", "", "| L | " + " | ".join(f"`{n}`" for n in names) + " |",
                   "|---:|" + "---:|" * len(names)]
@@ -533,7 +542,8 @@ def markdown(data: dict) -> str:
     lines += ["", "**Max row error against exact softmax attention (float64):**", "",
               "| L | " + " | ".join(f"`{n}`" for n in names) + " |", "|---:|" + "---:|" * len(names)]
     for L in [L for L in sizes if L <= cfg["error_max"]]:
-        lines.append(f"| {L} | " + " | ".join(_err(_at(sc[n], "err_max", L, "error_L")) for n in names) + " |")
+        errors = (_err(_at(sc[n], "err_max", L, "error_L")) for n in names)
+        lines.append(f"| {L} | " + " | ".join(errors) + " |")
     notes = [f"- `{n}`: {'failed: ' + r['failed'] if r['failed'] else 'stopped: ' + r['stopped']}"
              for n, r in sc.items() if r["failed"] or r["stopped"]]
     notes += [f"- `{n}` MQAR failed: {m['failed']}" for n, m in data["mqar"].items() if "failed" in m]
@@ -551,7 +561,8 @@ def write_sections(root: str, data: dict) -> None:
         start, end = "<!-- arena:start -->", "<!-- arena:end -->"
         if start not in old or end not in old:
             raise KeyError(f"{path} has no {start} ... {end} markers")
-        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", old, flags=re.S)
+        new = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", old,
+                     flags=re.S)
         atomic_write(path, lambda f: f.write(new.encode("utf-8")))
 
 
@@ -572,7 +583,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help="MQAR training steps per contender (default 600)")
     parser.add_argument("--no-mqar", action="store_true", help="only the scaling measurement")
     parser.add_argument("--out", help="write the results JSON here")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS_IN_REPO} (unless --out) and the "
+    parser.add_argument("--write", action="store_true",
+                        help=f"write {RESULTS_IN_REPO} (unless --out) and the "
                         "arena sections of benchmarks/README.md and README.md under --root")
     parser.add_argument("--root", default=".", help="the repository, for --write (default: .)")
     args = parser.parse_args(argv)

@@ -85,7 +85,8 @@ def arena_error():
         color, marker = style[name]
         ax.plot(r["error_L"], np.maximum(r["err_max"], floor), color=color, marker=marker, ms=5,
                 label=f"{name} ({r['claim']})")
-        ax.plot(r["error_L"], np.maximum(r["err_mean"], floor), color=color, marker=marker, ms=3, ls=":", lw=1)
+        ax.plot(r["error_L"], np.maximum(r["err_mean"], floor), color=color, marker=marker, ms=3, ls=":",
+                lw=1)
     ax.axhline(np.finfo(np.float64).eps, color="grey", ls="--", lw=1, label="float64 eps")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -112,7 +113,8 @@ def arena_mqar():
             continue
         color, marker = style[name]
         lw = 2.2 if name == arena.BASELINE else 1.4
-        ax.plot(pairs, [r["accuracy"][str(P)] for P in pairs], color=color, marker=marker, ms=5, lw=lw, label=name)
+        ax.plot(pairs, [r["accuracy"][str(P)] for P in pairs], color=color, marker=marker, ms=5, lw=lw,
+                label=name)
     ax.axhline(CHANCE, color="grey", ls="--", lw=1, label="chance (1/64)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(pairs, [str(P) for P in pairs])
