@@ -198,3 +198,21 @@ def test_cli_writes_json_and_both_sections(tmp_path):
     assert _section(tmp_path / "README.md") == arena.readme_markdown(written)
     text = (tmp_path / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.startswith("intro\n") and text.endswith("\nrest\n") and "old" not in text
+
+
+def test_readme_mqar_paragraph_quotes_the_committed_accuracies(committed):
+    """Every accuracy the README's "What MQAR shows" paragraph states is the committed one."""
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split("**What MQAR shows.**", 1)[1]
+                    .split("\n\n", 1)[0].split())
+    acc = {n: {int(P): a for P, a in r["accuracy"].items()} for n, r in committed["mqar"].items()}
+    assert min(acc["sdpa"].values()) >= 0.995 and min(acc["flash"].values()) >= 0.995  # "1.00 at every P"
+    quotes = {"linear": "linear attention falls from {:.2f} at P = 4 to {:.2f}",
+              "performer": "Performer from {:.2f} to {:.2f}",
+              "lsh": "LSH (shared-QK, a hard hash) from {:.2f} to {:.2f}"}
+    for name, quote in quotes.items():
+        assert quote.format(acc[name][4], acc[name][32]) in text, name
+    assert max(acc["linformer"].values()) < 2 / 64  # "at chance (1/64)"
+    for name, words in (("sliding_window", "sliding window"), ("nystrom", "Nyström"),
+                        ("block_sparse", "block-sparse")):
+        assert min(acc[name][P] for P in (4, 8, 16)) >= 0.995, name  # "solve P ≤ 16"
+        assert f"{words} {acc[name][32]:.2f}" in text, name
