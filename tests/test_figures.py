@@ -53,17 +53,21 @@ def test_list_holds_the_engine_and_attention_figures(listed):
 def test_every_listed_figure_is_written_as_a_png_with_a_progress_line(listed, full_run):
     out_dir, stdout = full_run
     # figures of the pretrained model are skipped, with a note, when it is not on disk
-    skipped = re.findall(r"^\[\d+/\d+\] (\S+): skipped: model not available", stdout, re.M)
+    # and the screenshot of the interactive view when no Chromium is installed
+    skipped = re.findall(r"^\[\d+/\d+\] (\S+): skipped: (?:model not available|no Chromium)", stdout, re.M)
     assert all(name.startswith("pretrained_") for name in skipped), skipped
-    written = [n for n in listed if n not in skipped]
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{n}.png" for n in written), \
+    written = {n: ".html" if n.endswith("_view") else ".png" for n in listed if n not in skipped}
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(n + ext for n, ext in written.items()), \
         "exactly the listed figures, and no temporary files left behind"
     for i, name in enumerate(listed, 1):
         if name in skipped:
             continue
-        data = (out_dir / f"{name}.png").read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 1000, f"{name}.png is not a real PNG"
-        line = re.escape(f"[{i}/{len(listed)}] {out_dir / name}.png")
+        data = (out_dir / f"{name}{written[name]}").read_bytes()
+        if written[name] == ".html":
+            assert data.startswith(b"<!DOCTYPE html>") and b"<script src" not in data, f"{name}.html"
+        else:
+            assert data.startswith(PNG_MAGIC) and len(data) > 1000, f"{name}.png is not a real PNG"
+        line = re.escape(f"[{i}/{len(listed)}] {out_dir / name}{written[name]}")
         assert re.search(rf"^{line}\s+\(\d+\.\ds\)$", stdout, re.M), f"no progress line for {name}"
     assert f"{len(written)} figure(s) written to {out_dir}/" in stdout
 

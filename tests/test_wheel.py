@@ -38,6 +38,9 @@ def test_wheel_installed_elsewhere_runs_figures_and_train(tmp_path):
     assert (target / "tinyattn" / "checkpoints" / "reverse.npz").exists(), "checkpoints are package data"
     assert (target / "tinyattn" / "measurements" / "efficient.json").exists()
     assert (target / "tinyattn" / "measurements" / "minilm_reference.npz").exists(), "notebook 10 reads it"
+    web = target / "tinyattn" / "web"
+    assert sorted(p.name for p in web.iterdir()) == ["attention_view.css", "attention_view.js"], \
+        "the interactive views' script and style are package data"
 
     deps = {str(pathlib.Path(m.__file__).resolve().parents[1]) for m in (numpy, matplotlib)}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), *sorted(deps)]), MPLBACKEND="Agg",
@@ -50,9 +53,12 @@ def test_wheel_installed_elsewhere_runs_figures_and_train(tmp_path):
     assert "masks" in listed and "efficient_scaling" in listed and "trained_attention_reverse" in listed
     out = work / "figs"
     run([*python, "-m", "tinyattn.figures", "--only", "masks", "training_curves", "efficient_scaling",
-         "--out", str(out)], cwd=work, env=env)
+         "sentence_head_view", "--out", str(out)], cwd=work, env=env)
     for name in ("masks", "training_curves", "efficient_scaling"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    page = (out / "sentence_head_view.html").read_text(encoding="utf-8")
+    for asset in ("attention_view.js", "attention_view.css"):  # inlined from the installed package data
+        assert (web / asset).read_text(encoding="utf-8") in page, f"{asset} is not inlined in the page"
     trained = run([*python, "-m", "tinyattn.train", "--task", "reverse", "--steps", "20", "--log-every", "10"],
                   cwd=work, env=env).stdout
     assert '"task": "reverse"' in trained.strip().splitlines()[-1] and '"steps": 20' in trained

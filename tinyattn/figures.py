@@ -1,4 +1,5 @@
-"""``python -m tinyattn.figures``: regenerate every figure in ``figures/``.
+"""``python -m tinyattn.figures``: regenerate every figure in ``figures/`` (PNGs, and the interactive
+HTML views of ``tinyattn.interactive``).
 
 The figures themselves live in ``tinyattn.gallery`` (one module per topic, each figure a function
 registered by name); this module only saves them. The notebooks draw the same functions with
@@ -59,14 +60,18 @@ def main(argv=None) -> int:
     skipped = []
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
-        path = os.path.join(args.out, f"{name}.png")
         try:
             fig = make(name)
         except FigureSkipped as why:  # its input is not on this machine (e.g. a pretrained model)
             skipped.append(name)
             print(f"[{i}/{len(names)}] {name}: skipped: {why}", flush=True)
             continue
-        save_figure(fig, path)
+        if hasattr(fig, "savefig"):
+            path = os.path.join(args.out, f"{name}.png")
+            save_figure(fig, path)
+        else:  # an interactive view (.html) or a browser screenshot (.png)
+            path = os.path.join(args.out, f"{name}{fig.suffix}")
+            fig.save(path)
         print(f"[{i}/{len(names)}] {path}  ({time.perf_counter() - t0:.1f}s)", flush=True)
     note = f", {len(skipped)} skipped ({', '.join(skipped)})" if skipped else ""
     print(f"{len(names) - len(skipped)} figure(s) written to {args.out}/ in "

@@ -8,6 +8,9 @@ keys along the bottom (columns).
     from tinyattn import viz
     out, w = ta.nn.functional.scaled_dot_product_attention(q, k, v, return_weights=True)
     viz.heatmap(w[0], tokens, tokens, title="attention weights")
+
+``head_view`` and ``model_view`` (from ``tinyattn.interactive``) are the interactive kind: an HTML
+page that shows inline in Jupyter and saves with ``.save("view.html")``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from .autograd import Tensor, reverse_topological
+from .interactive import head_view, model_view
 
 __all__ = ["heatmap", "attention_grid", "mask_picture", "positional_encoding_picture",
-           "computation_graph", "curves", "token_vectors"]
+           "computation_graph", "curves", "token_vectors", "head_view", "model_view"]
 
 ATTEND_COLOR = "#2a9d8f"
 BLOCKED_COLOR = "#e6e6e6"

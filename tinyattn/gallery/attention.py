@@ -66,3 +66,11 @@ def positional_encoding():
     fig.suptitle("Sinusoidal positional encoding, 64 positions x d_model 64: "
                  "PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d))", fontsize=10)
     return fig
+
+
+@figure("sentence_head_view", "interactive head view (HTML) of the four hand-set heads on the labelled sentence")
+def sentence_head_view():
+    mha, x = hand_set_heads()
+    _, weights = mha(x[None], x[None], x[None], average_attn_weights=False)  # (1, 4, T, T)
+    return viz.head_view(SENTENCE, [weights.data], layer_names=["hand-set heads"], head_names=HEAD_NAMES,
+                         title="MultiheadAttention(48, 4) with hand-set heads: hover a word to see where it looks")

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .. import pretrained, viz
+from .. import browser, pretrained, viz
 from .registry import FigureSkipped, figure
 
 README_SENTENCE = "the cat sat on the mat because it was tired"
@@ -192,3 +192,22 @@ def pretrained_similarity():
     return viz.heatmap(similarity(), SHORT_LABELS, annotate=True, vmin=0.0, vmax=1.0, cmap="viridis",
                        xlabel="sentence", ylabel="sentence", figsize=(8.4, 7),
                        title="cosine similarity of the sentence embeddings")
+
+
+@figure("pretrained_model_view", "interactive model view (HTML): all 72 heads on the 'too tired' sentence (needs the model)")
+def pretrained_model_view():
+    tokens, attn = attention_of(TIRED)
+    layers, heads = _grid_labels()
+    return viz.model_view(tokens, attn, layer_names=layers, head_names=heads,
+                          title=f"all-MiniLM-L6-v2 on \"{TIRED}\": click a head to open it")
+
+
+@figure("pretrained_model_view_screenshot", "the model view in headless Chromium, the 'it' head opened "
+                                            "(needs the model and Chromium)")
+def pretrained_model_view_screenshot():
+    if browser.find_chromium() is None:
+        raise FigureSkipped("no Chromium: the screenshot is taken by headless Chromium (on Debian: apt-get "
+                            "install chromium); the PNG already there, if any, is kept")
+    view = pretrained_model_view()
+    c = coreference()
+    return view.screenshot(open_head=c["head"], hover=("queries", c["it"]))

@@ -1,5 +1,9 @@
 """The figure registry: every figure is a function returning a matplotlib Figure, registered by name.
 
+A function may instead return an object with a ``suffix`` (e.g. ".html") and ``save(path)``, such
+as an interactive view (``tinyattn.interactive``) or a browser screenshot: it is saved as
+``figures/{name}{suffix}``.
+
     @figure("score_matrix", "attention weights on a labelled sentence")
     def score_matrix(): ...
 
@@ -19,7 +23,8 @@ class FigureSkipped(RuntimeError):
 
 
 def figure(name: str, description: str):
-    """Register ``fn() -> matplotlib.figure.Figure`` as the figure ``figures/{name}.png``."""
+    """Register ``fn() -> matplotlib.figure.Figure`` as the figure ``figures/{name}.png`` (or ``fn()`` ->
+    an object with ``suffix`` and ``save(path)``, as ``figures/{name}{suffix}``)."""
 
     def register(fn):
         if name in FIGURES:

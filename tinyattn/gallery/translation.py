@@ -125,6 +125,20 @@ def translation_cross_attention():
     return fig
 
 
+VIEW_FORMAT = "weekday_the_dth_of"
+
+
+@figure("translation_head_view", "interactive head view (HTML) of the translator's cross-attention on one date")
+def translation_head_view():
+    model, _, _, test = committed()
+    i = first_of_each_format(test, (VIEW_FORMAT,))[0]
+    maps = example_maps(test, i, model)  # (layers, H, 11, n)
+    return viz.head_view(output_labels(test, i), maps, key_tokens=source_labels(test.sources[i]),
+                         layer_names=[f"decoder layer {k}" for k in range(len(maps))],
+                         title=f"cross-attention of the trained translator: {test.sources[i]!r} -> "
+                               f"{test.targets[i]} (left: the character being predicted, right: the source)")
+
+
 def _flow_box(ax, x, y, w, h, text, color, fontsize=8.5):
     """A rounded box centred at (x, y) with a label; returns (bottom, top) y of the box."""
     from matplotlib.patches import FancyBboxPatch
