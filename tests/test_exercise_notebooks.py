@@ -263,8 +263,9 @@ def test_tutorial_solutions_are_committed_executed_without_errors(path):
 
 
 # solutions that need the pretrained model on disk (an optional, downloaded input), as in
-# tests/test_notebooks.py
+# tests/test_notebooks.py, or the Shakespeare corpus (likewise; CI fetches both)
 NEEDS_PRETRAINED = {"tutorial_10"}
+NEEDS_CORPUS = {"tutorial_12"}
 
 
 def _execute_concurrently(paths: list) -> None:
@@ -287,17 +288,32 @@ def _execute_concurrently(paths: list) -> None:
 
 def test_tutorial_solutions_execute_top_to_bottom():
     """The notebooks that need no download, executed concurrently; every assert in them holds."""
-    paths = [p for p in WORKED if p.stem not in NEEDS_PRETRAINED]
+    paths = [p for p in WORKED if p.stem not in NEEDS_PRETRAINED | NEEDS_CORPUS]
     assert GOING_FURTHER in paths and len(paths) >= 4
     _execute_concurrently(paths)
 
 
-@pytest.mark.parametrize("path", [p for p in TUTORIAL_SOLUTIONS if p.stem in NEEDS_PRETRAINED],
-                         ids=lambda p: p.stem)
-def test_pretrained_tutorial_solutions_execute_top_to_bottom(path):
-    from tinyattn import pretrained
+def _missing_download(stem: str):
+    """Why the solution notebook ``stem`` cannot run here (a download it needs is absent), or None."""
+    if stem in NEEDS_PRETRAINED:
+        from tinyattn import pretrained
 
-    if not pretrained.is_available():
-        pytest.skip(f"{path.name} needs {pretrained.MODEL_NAME}, which is not available offline; "
-                    f"fetch it once with `python -c \"import tinyattn.pretrained as p; p.load()\"`")
+        if not pretrained.is_available():
+            return (f"{pretrained.MODEL_NAME}, which is not available offline; fetch it once with "
+                    f"`python -c \"import tinyattn.pretrained as p; p.load()\"`")
+    if stem in NEEDS_CORPUS:
+        from tinyattn import data
+
+        if not data.shakespeare_available():
+            return ("the Shakespeare corpus, which is not available offline; fetch it once with "
+                    "`python -c \"import tinyattn.data as d; d.load_shakespeare()\"`")
+    return None
+
+
+@pytest.mark.parametrize("path", [p for p in TUTORIAL_SOLUTIONS if p.stem in NEEDS_PRETRAINED | NEEDS_CORPUS],
+                         ids=lambda p: p.stem)
+def test_download_tutorial_solutions_execute_top_to_bottom(path):
+    missing = _missing_download(path.stem)
+    if missing:
+        pytest.skip(f"{path.name} needs {missing}")
     _execute_concurrently([path])

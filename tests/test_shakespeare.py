@@ -17,8 +17,9 @@ from tinyattn.bpe import BPE, merge, merge_array
 from tinyattn.efficient import KVCache
 from tinyattn.models import GPT
 from tinyattn.models.gpt import _sample
-from tinyattn.train import (ShakespeareConfig, cosine_lr, decay_groups, estimate_loss, load_shakespeare_run,
-                            main, train_shakespeare)
+from tinyattn.train import (ShakespeareConfig, build_shakespeare_gpt, checkpoint_path, cosine_lr,
+                            decay_groups, estimate_loss, load_run, load_shakespeare_run, main, save_run,
+                            train_shakespeare)
 
 needs_corpus = pytest.mark.skipif(
     not data.shakespeare_available(),
@@ -246,6 +247,35 @@ def test_the_committed_checkpoint_gives_its_logged_validation_loss():
                 for _ in range(config.eval_batches)]
             for s, ids in (("train", corpus.train), ("val", corpus.val))}
     assert estimate_loss(model, sets["val"]) == pytest.approx(log["result"]["val_loss"], abs=2e-4)
+
+
+def test_the_committed_checkpoint_is_float16_and_half_the_float32_size():
+    path = checkpoint_path("shakespeare")
+    with np.load(str(path), allow_pickle=False) as z:
+        weights = {k: z[k] for k in z.files if k != "__config__"}
+    assert {w.dtype for w in weights.values()} == {np.dtype(np.float16)}
+    float32_bytes = sum(w.size for w in weights.values()) * 4
+    assert path.stat().st_size < 0.51 * float32_bytes and sum(w.size for w in weights.values()) == 810_880
+    model, _, _ = load_shakespeare_run()
+    assert {p.data.dtype for p in model.parameters()} == {np.dtype(np.float32)}  # cast back when loaded
+
+
+def test_save_run_in_float16_rounds_the_weights_and_load_run_checks_the_dtype(tmp_path):
+    config = ShakespeareConfig(n_layer=1, n_embd=16, n_head=2, block_size=8, chars="abc")
+    model = build_shakespeare_gpt(config)
+    save_run(model, config, tmp_path / "half.npz", dtype=np.float16)
+    loaded, loaded_config, _ = load_shakespeare_run(tmp_path / "half.npz")
+    assert loaded_config == config
+    for name, w in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], w.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="dtype float64 is not one of float32, float16"):
+        save_run(model, config, tmp_path / "double.npz", dtype=np.float64)
+    state = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    with np.load(str(tmp_path / "half.npz"), allow_pickle=False) as z:
+        state["__config__"] = z["__config__"]
+    ta.save(state, tmp_path / "double.npz")
+    with pytest.raises(ValueError, match=r"wte.weight \(float64\).* not float32 or float16"):
+        load_run(tmp_path / "double.npz", ShakespeareConfig, build_shakespeare_gpt)
 
 
 def test_the_generate_cli_streams_the_models_own_tokens():

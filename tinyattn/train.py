@@ -180,9 +180,18 @@ def train(config: Config, log=print):
     return model, result, history
 
 
-def save_run(model, config, path) -> None:
-    """Write a model's weights (float32) and its config dataclass (JSON in ``__config__``) to an ``.npz``."""
-    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
+RUN_DTYPES = (np.float32, np.float16)  # how save_run may store weights; load_run accepts these only
+
+
+def save_run(model, config, path, dtype=np.float32) -> None:
+    """Write a model's weights and its config dataclass (JSON in ``__config__``) to an ``.npz``.
+
+    ``dtype`` float32 (the default) or float16 (half the file; the weights are rounded to it
+    and cast back to float32 when loaded).
+    """
+    if np.dtype(dtype) not in RUN_DTYPES:
+        raise ValueError(f"save_run: dtype {np.dtype(dtype)} is not one of float32, float16")
+    state = {k: v.astype(dtype) for k, v in model.state_dict().items()}
     state["__config__"] = np.frombuffer(json.dumps(dataclasses.asdict(config)).encode(), np.uint8)
     save(state, path)
 
@@ -195,10 +204,32 @@ def load_run(path, config_type, build):
     state = load(path)
     if "__config__" not in state:
         raise KeyError(f"{path} has no __config__ entry; it was not written by python -m tinyattn.train")
-    config = config_type(**json.loads(state.pop("__config__").tobytes().decode()))
+    config = _read_config(path, state.pop("__config__"), config_type)
+    odd = sorted(f"{k} ({v.dtype})" for k, v in state.items() if v.dtype not in RUN_DTYPES)
+    if odd:
+        raise ValueError(f"{path}: weights {', '.join(odd)} are not float32 or float16 "
+                         f"as save_run writes them")
     model = build(config)
     model.load_state_dict(state)
     return model.eval(), config
+
+
+def _read_config(path, raw: np.ndarray, config_type):
+    """The config dataclass stored as JSON bytes in ``__config__``; a ValueError naming ``path`` if broken."""
+    try:
+        fields = json.loads(raw.tobytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: its __config__ is not valid UTF-8 text ({err.reason})") from None
+    except ValueError as err:
+        raise ValueError(f"{path}: its __config__ is not valid JSON ({err})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: its __config__ holds {type(fields).__name__}; expected a JSON object")
+    known = [f.name for f in dataclasses.fields(config_type)]
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: its __config__ has unknown field {unknown[0]!r} for "
+                         f"{config_type.__name__} (known: {', '.join(known)})")
+    return config_type(**fields)
 
 
 def save_checkpoint(model: TinyEncoder, config: Config, path) -> None:
@@ -890,7 +921,7 @@ def shakespeare_main(args) -> int:
     print(f"validation loss {result['val_loss']:.4f} (fixed batches), {result['val_loss_full']:.4f} "
           f"(the whole validation split)", flush=True)
     if args.save is not None:
-        save_run(model, config, args.save)
+        save_run(model, config, args.save, dtype=np.float16)  # half the size; the loss moves < 1e-5
         log = json.dumps({"config": dataclasses.asdict(config), "result": result, "history": history})
         atomic_write(_log_path(args.save), lambda f: f.write(log.encode() + b"\n"))
         result["checkpoint"] = os.fspath(args.save)

