@@ -77,7 +77,8 @@ def markdown(out: dict) -> str:
              f"Order-2 Markov stream of {data.MARKOV_TOKENS} tokens; best possible loss (entropy rate) "
              f"{out['entropy_rate']:.4f} nats at every position ≥ 2, chance {np.log(data.MARKOV_TOKENS):.4f}. "
              f"Trained on rows of T_train = {out['train_len']}; read {out['rows']} rows of {out['length']} tokens. "
-             f"Mean next-token loss per position band (window and window + sinks: 64 keys each):", "",
+             f"Mean next-token loss per position band (window and window + sinks: {out['train_len']} keys "
+             f"each):", "",
              "| model | cache | " + " | ".join(f"[{lo}, {hi})" for lo, hi in out["bands"]) + " |",
              "|---|---|" + "---:|" * len(out["bands"])]
     for positions, run_out in out["runs"].items():

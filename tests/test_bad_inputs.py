@@ -82,12 +82,12 @@ def test_enable_gqa_needs_a_head_dimension():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: nn.MultiheadAttention(0, 1), lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=0),
+    lambda: nn.MultiheadAttention(0, 1), lambda: nn.TransformerEncoderLayer(8, 2, dim_feedforward=-1),
     lambda: eff.GroupedQueryAttention(8, 4, 0), lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), -1),
     lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2), 0),
-], ids=["E=0", "ff=0", "kv_heads=0", "layers=-1", "layers=0"])
+], ids=["E=0", "ff=-1", "kv_heads=0", "layers=-1", "layers=0"])
 def test_sizes_must_be_positive(make):
-    with pytest.raises(ValueError, match="positive|must be"):
+    with pytest.raises(ValueError, match="positive|must be|>= 0"):
         make()
 
 

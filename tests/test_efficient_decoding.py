@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 from importlib import resources
 
 import numpy as np
@@ -296,6 +297,27 @@ def test_sink_cache_keeps_the_first_sinks_and_the_last_window():
     assert chunked.positions.tolist() == [0, 1, 4, 5, 6] and len(chunked) == 5
 
 
+def test_sink_cache_gradient_reaches_the_new_keys_and_values_only():
+    """Gradcheck (float64) of attention over what the cache returns, w.r.t. the appended k and v,
+    after 6 cached positions of which 2 sinks + window 2 are kept."""
+    rng = np.random.default_rng(28)
+    prefix = rng.standard_normal((2, 1, 2, 6, 4))  # (k/v, B, H_kv, 6, D)
+    q = t64(rng, 1, 2, 2, 4, requires_grad=False)
+
+    def attend(k, v):
+        cache = eff.SinkCache(num_sinks=2, window=2)
+        cache.append(ta.tensor(prefix[0]), ta.tensor(prefix[1]))  # keeps positions 0, 1, 4, 5
+        keys, values = cache.append(k, v)  # (1, 2, 4 + 2, 4)
+        assert keys.shape == (1, 2, 6, 4)
+        return ta.nn.functional.scaled_dot_product_attention(q, keys, values)
+
+    k, v = t64(rng, 1, 2, 2, 4), t64(rng, 1, 2, 2, 4)
+    assert ta.gradcheck(attend, (k, v))
+    out = attend(k, v)
+    out.sum().backward()
+    assert k.grad.shape == (1, 2, 2, 4) and np.abs(k.grad).max() > 0
+
+
 def sink_mask(T: int, num_sinks: int, window: int) -> np.ndarray:
     """(T, T): query i sees the first num_sinks positions and i − window .. i."""
     i, j = np.arange(T)[:, None], np.arange(T)[None, :]
@@ -355,6 +377,17 @@ def test_sink_cache_equals_the_kv_cache_while_nothing_is_evicted():
         np.testing.assert_array_equal(a, m(x[:, t:t + 1], is_causal=True, cache=kv).data)
     with pytest.raises(ValueError, match="window must be a positive int"):
         eff.SinkCache(4, 0)
+
+
+def test_sink_cache_refuses_a_different_dtype_or_shape_instead_of_upcasting():
+    cache = eff.SinkCache(1, 2)
+    k = np.zeros((1, 2, 3, 4), np.float32)
+    cache.append(ta.tensor(k), ta.tensor(k))
+    with pytest.raises(ValueError, match=r"\(float32\); cannot append .* \(float64, float64\)"):
+        cache.append(ta.tensor(k.astype(np.float64)), ta.tensor(k.astype(np.float64)))
+    with pytest.raises(ValueError, match=r"cannot append keys \(1, 3, 1, 4\)"):
+        cache.append(ta.zeros(1, 3, 1, 4), ta.zeros(1, 3, 1, 4))
+    assert cache.keys.dtype == np.float32 and cache.positions.tolist() == [0, 1, 2], "nothing appended"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,6 +451,58 @@ def test_gpt_with_rope_or_alibi_decodes_with_a_cache_as_its_full_forward(positio
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_attention_maps_of_a_rope_or_alibi_gpt_are_its_scores_in_numpy(positions):
+    """``GPT.attention_maps`` (what the streaming table's "weight on the first token" reads) is
+    softmax(rotated q·k / √D, causal) or softmax(q·k / √D − m_h·(i − j), causal) of LN_1(x)."""
+    ta.manual_seed(25)
+    model = GPT(11, 64, d_model=16, num_heads=2, num_layers=2, positions=positions).double()
+    for p in model.parameters():
+        p.data *= 4.0  # weights far from uniform, not yet one-hot
+    model.eval()
+    idx = np.random.default_rng(26).integers(0, 11, size=(2, 9))
+    maps = model.attention_maps(idx)  # (layers, B, H, T, T)
+    sd = model.state_dict()
+    B, T, Hh, Dh = 2, 9, 2, 8
+    x = sd["wte.weight"][idx]  # (B, T, E): no position table
+    slopes = alibi_slopes_reference(Hh)
+    for layer, block in enumerate(model.blocks):
+        p = f"blocks.{layer}."
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        h = (x - mu) / np.sqrt(var + 1e-5) * sd[p + "ln_1.weight"] + sd[p + "ln_1.bias"]
+        q, k = ((h @ sd[p + f"attn.{n}.weight"].T + sd[p + f"attn.{n}.bias"]).reshape(B, T, Hh, Dh)
+                for n in ("q_proj", "k_proj"))
+        for b in range(B):
+            for hd in range(Hh):
+                qh, kh, bias = q[b, :, hd], k[b, :, hd], 0.0
+                if positions == "rope":
+                    qh, kh = rope_np(qh, np.arange(T)), rope_np(kh, np.arange(T))
+                else:
+                    bias = -slopes[hd] * (np.arange(T)[:, None] - np.arange(T)[None, :])
+                want = softmax_np(np.where(causal(T), qh @ kh.T / math.sqrt(Dh) + bias, -np.inf))
+                np.testing.assert_allclose(maps[layer, b, hd], want, rtol=1e-10, atol=1e-12)
+        x = block(ta.tensor(x)).data  # the next layer's input (the block's forward is held above)
+    spread = (maps[..., 3:, :] > 0.05).sum(-1)  # (layers, B, H, T − 3): keys with a share > 5%
+    assert spread.min() >= 1 and spread.mean() > 1.5 and maps.max() > 0.5, "neither uniform nor one-hot"
+
+
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_gqa_with_positions_gradcheck_through_a_cache(positions):
+    """float64 finite differences of GroupedQueryAttention(positions=...) w.r.t. the new tokens x,
+    decoded after 3 cached positions (the queries at positions 3, 4, the keys rotated or biased)."""
+    ta.manual_seed(29)
+    m = eff.GroupedQueryAttention(8, 2, 1, positions=positions).double()
+    rng = np.random.default_rng(30)
+    prefix = t64(rng, 1, 3, 8, requires_grad=False)
+
+    def run(x):
+        cache = eff.KVCache()
+        m(prefix, is_causal=True, cache=cache)
+        return m(x, is_causal=True, cache=cache)
+
+    assert ta.gradcheck(run, (t64(rng, 1, 2, 8),))
+
+
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
 def test_gqa_positions_match_pytorch(positions):
     torch = import_torch()
     ta.manual_seed(22)
@@ -453,6 +538,39 @@ def test_gqa_positions_match_pytorch(positions):
 # ----------------------------------------------------------------------------------------------
 # the streaming experiment
 # ----------------------------------------------------------------------------------------------
+
+
+def test_markov_stream_has_the_stationary_pairs_and_the_entropy_rate_at_every_position():
+    """The stream's claims, against an eigenvector oracle: π is the stationary distribution of the
+    pair chain (a, b) -> (b, c); rows start "^" then π-distributed pairs; the loss of the true
+    table is the entropy rate Σ π(a, b)·H(table[a, b]) at early and late positions alike."""
+    table = data.markov_table(0)
+    V = data.MARKOV_TOKENS
+    assert table.shape == (V, V, V) and np.allclose(table.sum(-1), 1.0, rtol=0, atol=1e-12)
+    pairs = np.zeros((V * V, V * V))  # the pair chain: (a, b) -> (b, c) with probability table[a, b, c]
+    for a in range(V):
+        for b in range(V):
+            pairs[a * V + b, b * V + np.arange(V)] = table[a, b]
+    values, vectors = np.linalg.eig(pairs.T)
+    oracle = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+    oracle = (oracle / oracle.sum()).reshape(V, V)  # (V, V): the left eigenvector of eigenvalue 1
+    pi = data.markov_pair_distribution(table)
+    np.testing.assert_allclose(pi, oracle, rtol=0, atol=1e-12)
+    h = data.markov_entropy_rate(table)
+    p = np.where(table > 0, table, 1.0)
+    assert abs(h - float((oracle * -(table * np.log(p)).sum(-1)).sum())) < 1e-12
+    assert 0.5 < h < np.log(V) - 0.5, "the chain is far from uniform (alpha = 0.3)"
+
+    rows = data.markov_stream(20000, 40, np.random.default_rng(27), table)  # (20000, 40)
+    assert rows.dtype == np.int64 and (rows[:, 0] == data.MARKOV_BOS).all()
+    assert rows[:, 1:].min() >= 0 and rows[:, 1:].max() < V
+    for t in (1, 30):  # the pair (x_t, x_t+1) is π-distributed at the start and later on
+        counts = np.bincount(rows[:, t] * V + rows[:, t + 1], minlength=V * V) / len(rows)
+        assert np.abs(counts - pi.ravel()).max() < 5 * np.sqrt(pi.max() / len(rows)), t
+    nll = -np.log(table[rows[:, 1:-2], rows[:, 2:-1], rows[:, 3:]])  # (20000, 37): the true table's loss
+    sigma = nll.std() / np.sqrt(len(rows))
+    for band in (slice(0, 5), slice(32, 37)):  # positions 3..7 and 34..38
+        assert abs(nll[:, band].mean() - h) < 5 * sigma, (band, nll[:, band].mean(), h)
 
 
 def gpt_losses_np(model, rows: np.ndarray, key_sets) -> np.ndarray:
@@ -537,6 +655,18 @@ def test_streaming_measurements_are_consistent(measured):
         assert run["result"]["full_cache_vs_recompute_max_abs"] < 1e-4  # float32 round-off
 
 
+def test_benchmarks_readme_streaming_table_is_the_committed_measurements(measured):
+    """Every row of the streaming table in benchmarks/README.md is a run's band means, to 4 places."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text("utf-8")
+    section = readme.split("<!-- streaming:start -->", 1)[1].split("<!-- streaming:end -->", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith(("| rope |", "| alibi |"))]
+    want = [f"| {positions} | {streaming.CACHES[name][0]} | " + " | ".join(f"{v:.4f}" for v in values) + " |"
+            for positions, run in measured["runs"].items() for name, values in run["bands"].items()]
+    assert rows == want and len(rows) == 6
+    assert f"entropy rate) {measured['entropy_rate']:.4f} nats" in section
+    assert f"`{measured['command']}`" in section
+
+
 def test_streaming_measurements_say_what_the_readme_says(measured):
     """RoPE's full cache degrades past the training window; window and sinks stay near the entropy
     rate; the sinks gain 0.003–0.006 nats; ALiBi's full cache extrapolates (benchmarks/README.md)."""
@@ -599,6 +729,31 @@ def test_the_two_figures_draw_their_data(measured):
     curve = np.asarray(measured["runs"]["rope"]["curves"]["full"])
     np.testing.assert_allclose(full.get_ydata()[-1], curve[-16:].mean(), rtol=1e-12)
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+# ----------------------------------------------------------------------------------------------
+
+BAD = [  # (call, the message naming the bad value and what was expected)
+    (lambda: eff.GroupedQueryAttention(16, 4, 2, positions="learned"),
+     r"positions 'learned' is not one of \(None, 'rope', 'alibi'\)"),
+    (lambda: eff.GroupedQueryAttention(12, 4, 2, positions="rope"), r"head_dim 3 is odd"),
+    (lambda: GPT(11, 8, d_model=16, num_heads=2, positions="sinusoidal"),
+     r"'learned', 'rope' or 'alibi', got 'sinusoidal'"),
+    (lambda: eff.MultiHeadLatentAttention(12, 3, 5, 3), r"rope_dim 3 must be even"),
+    (lambda: eff.MultiHeadLatentAttention(12, 3, 5, 4)(ta.zeros(2, 3, 10)),
+     r"x has shape \(2, 3, 10\); expected \(B, T, 12\)"),
+    (lambda: streaming.StreamConfig(positions="learned"), r"'rope' or 'alibi', got 'learned'"),
+    (lambda: eff.alibi_slopes(0), r"num_heads must be a positive int, got 0"),
+    (lambda: eff.BlockPool(0, 4, 1, 2), r"num_blocks must be a positive int, got 0"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD)
+def test_bad_inputs_name_the_bad_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ def answer(kind: str, name: str, solution: str) -> tuple:
 
 
 KINDS = ["correct", "prints then correct", "raises", "syntax error", "wrong shape", "NaN", "None",
-         "raises when called", "exits"]  # "kills its kernel": see the xfail test below
+         "raises when called", "exits", "kills its kernel"]
 EXTRA_CELLS = ["1 / 0", "print('hello')", "import sys\nsys.stderr.write('x' * 10_000)", "undefined_name", ""]
 
 
@@ -283,11 +283,8 @@ def test_fuzz_grader_always_reports_the_right_score(data):
     assert results["score"] == sum(expected.values())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "grader bug found by this fuzzing (issue 26): a solution cell that kills the kernel at top level "
-    "(os._exit) gives 0 to every exercise, 'not graded: DeadKernelError', instead of restarting and "
-    "grading the others"))
 def test_a_kernel_killed_at_top_level_costs_only_that_exercise():
+    """The bug this fuzzing found (issue 26): every exercise used to get 0, "not graded: DeadKernelError"."""
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("nbclient")
     from tinyattn.exercises import grader

@@ -6,6 +6,7 @@ exercise by exercise."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -39,10 +40,11 @@ def _with(nb, replacements: dict):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade a folder of thirteen submissions with the CLI, three at a time: (stdout, json).
+    """Grade a folder of fourteen submissions with the CLI, three at a time: (stdout, json).
 
-    Five of them attack the grader: they forge their score, rewrite the others' notebooks (graded
-    first: "aaron" sorts first), import the worked solutions, and kill their kernel."""
+    Six of them attack the grader: they forge their score, rewrite the others' notebooks (graded
+    first: "aaron" sorts first), import the worked solutions, and kill their kernel (in a function
+    the checker calls, and at top level)."""
     folder = tmp_path_factory.mktemp("submissions")
     solved_01 = nbformat.read(SOLVED[0], as_version=4)
     untouched_01 = nbformat.read(EXERCISES / SOLVED[0].name, as_version=4)
@@ -70,6 +72,10 @@ def graded(tmp_path_factory):
         folder / "erin_broken.ipynb")
     nbformat.write(_with(solved_01, {"softmax_backward": "while True:\n    pass\n"}),
                    folder / "frank_loops_at_top_level.ipynb")
+    backward = next(c.source for c in solved_01.cells if c.metadata.get("exercise") == "softmax_backward"
+                    and "solution" in c.metadata.get("tags", []))
+    nbformat.write(_with(solved_01, {"softmax_backward": backward + "\n\nimport os\nos._exit(3)\n"}),
+                   folder / "quentin_kills_its_kernel_at_top_level.ipynb")
     results = folder / "results.json"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "tinyattn.exercises", "grade", str(folder),
@@ -124,7 +130,7 @@ def test_a_folder_gives_one_json_entry_per_student_in_gradescope_shape(graded):
     names = [s["submission"] for s in data["submissions"]]
     assert names == sorted([f"alice_{p.name}" for p in SOLVED] + [
         "bob_untouched.ipynb", "carol_loops.ipynb", "dave_calls_tinyattn.ipynb", "erin_broken.ipynb",
-        "frank_loops_at_top_level.ipynb", *ATTACKS])
+        "frank_loops_at_top_level.ipynb", "quentin_kills_its_kernel_at_top_level.ipynb", *ATTACKS])
     for sub in data["submissions"]:
         assert set(sub) == {"submission", "score", "max_score", "output", "tests"}
         assert sub["score"] == sum(t["score"] for t in sub["tests"])
@@ -322,6 +328,50 @@ def test_a_kernel_that_dies_is_restarted_and_the_other_exercises_graded(graded):
     assert tests["softmax"]["score"] == 0.0 and "the kernel died" in tests["softmax"]["output"], tests
     assert tests["softmax_backward"]["score"] == tests["scaled_dot_product_attention"]["score"] == 1.0
     assert sub["score"] == 2.0
+
+
+KILLED_AT_TOP_LEVEL = ("the kernel died while cell 8 (import numpy as np) ran (os._exit, a crash, or out of "
+                      "memory); it was restarted and the other cells ran again without that one")
+
+
+def test_a_kernel_killed_at_top_level_is_restarted_without_that_cell_and_the_rest_graded(graded):
+    """Cell 8 defines a correct softmax_backward, then calls os._exit: that exercise scores 0; softmax
+    (cell 4, run again in the new kernel) and scaled_dot_product_attention (cell 13, after it) pass."""
+    out, data = graded
+    sub = _submission(data, "quentin_kills_its_kernel_at_top_level.ipynb")
+    assert {t["name"]: t["score"] for t in sub["tests"]} == {
+        "softmax": 1.0, "softmax_backward": 0.0, "scaled_dot_product_attention": 1.0}, sub["tests"]
+    assert _tests(sub)["softmax_backward"]["output"] == f"error: {KILLED_AT_TOP_LEVEL}"
+    assert sub["score"] == 2.0 and sub["output"] == f"the notebook's own code: {KILLED_AT_TOP_LEVEL}"
+    block = out.split("quentin_kills_its_kernel_at_top_level.ipynb: 2 / 3")[1].split("\n\n")[0]
+    assert block.splitlines()[1:] == [
+        "  exercise                      points  result         likely cause",
+        "  softmax                       1 / 1   passed",
+        "  softmax_backward              0 / 1   error          the kernel died while cell 8 "
+        "(import numpy as np) ran (os._exit, a crash, or out of memory); it was…",  # cut at 100 characters
+        "  scaled_dot_product_attention  1 / 1   passed",
+        f"  note: the notebook's own code: {KILLED_AT_TOP_LEVEL}"], block
+
+
+def test_a_notebook_whose_every_cell_kills_the_kernel_stops_after_max_restarts(tmp_path, monkeypatch):
+    """Each death skips the cell that caused it; after MAX_RESTARTS restarts the rest is "error".
+    The first cell loops: it is stopped at the time limit in every restarted kernel too."""
+    monkeypatch.setattr(grader, "MAX_RESTARTS", 2)
+    nb = nbformat.read(SOLVED[0], as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "check" not in cell.metadata.get("tags", []):
+            cell.source = "import os\nos._exit(3)\n"  # cells 4, 8, 12 and 13
+    nb.cells[1].source = "while True:\n    pass\n"  # cell 2
+    path = tmp_path / "every_cell_kills.ipynb"
+    nbformat.write(nb, path)
+    (sub,) = grader.grade([path], timeout=2, out=io.StringIO())
+    killed = [f"the kernel died while cell {n} (import os) ran (os._exit, a crash, or out of memory); it was "
+              f"restarted and the other cells ran again without that one" for n in (4, 8, 12)]
+    stopped = "the kernel died 3 times (the grader restarts it at most 2 times)"
+    assert [(r.exercise, r.status, r.score, r.output) for r in sub.results] == [
+        ("softmax", "error", 0.0, killed[0]), ("softmax_backward", "error", 0.0, killed[1]),
+        ("scaled_dot_product_attention", "error", 0.0, f"not graded: {stopped}")]
+    assert sub.notes == [f"the notebook's own code: {k}" for k in killed] + [f"grading stopped: {stopped}"]
 
 
 @pytest.mark.parametrize("bypass", ["setprofile", "lazy_array", "thread", "torch"])

@@ -5,14 +5,18 @@ the translator's cross-attention, all-MiniLM-L6-v2's model view) are generated i
 folder and opened in headless Chromium through ``tinyattn.browser``. The tests read what the page
 drew — elements, computed styles, positions, pixels — after real (dispatched) mouse events, and
 compare it with the attention arrays computed here from the models, not with the page's data.
-They skip when no Chromium is installed (CI installs Debian's ``chromium``). One browser serves the
+They skip when no Chromium is installed, except under TINYATTN_REQUIRE_CHROMIUM=1 (CI, which
+installs Debian's ``chromium``), where a missing browser fails them. One browser serves the
 whole module.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,7 +24,7 @@ import pytest
 
 import tinyattn as ta
 from tinyattn import browser, figures, pretrained, viz
-from tinyattn.interactive import HEAD_COLORS, stack_attention
+from tinyattn.interactive import HEAD_COLORS, stack_attention, thumb_height_px
 from tinyattn.examples import SENTENCE, hand_set_heads
 from tinyattn.gallery import make
 from tinyattn.gallery import pretrained as pretrained_gallery
@@ -59,6 +63,8 @@ HEAD_VIEWS = ("sentence_head_view", "translation_head_view")
 @pytest.fixture(scope="module")
 def b():
     if browser.find_chromium() is None:
+        if os.environ.get("TINYATTN_REQUIRE_CHROMIUM") == "1":  # CI: a missing browser is an error
+            pytest.fail("TINYATTN_REQUIRE_CHROMIUM=1 but no Chromium is installed")
         pytest.skip("no Chromium installed (on Debian: apt-get install chromium); CI installs it")
     with browser.Browser(width=1400, height=1000) as driver:
         yield driver
@@ -78,7 +84,9 @@ def cases(folder):
         if name not in made:
             case = CASES[name]()
             case["path"] = folder / f"{name}.html"
-            make(name).save(case["path"])
+            view = make(name)
+            view.save(case["path"])
+            case["height"] = view.height  # of the iframe Jupyter shows it in
             made[name] = case
         return made[name]
 
@@ -217,12 +225,37 @@ def test_stack_attention_takes_every_layout_of_the_library():
         stack_attention(rec.weights, batch=3)
     with pytest.raises(ValueError, match=r"not scores"):
         stack_attention(want - 0.5)
+    with pytest.raises(ValueError, match=r"attn has shape \(1, 2, 0, 0\) \(layers, H, L, S\) with no weights"):
+        viz.head_view([], np.zeros((1, 2, 0, 0)))
     with pytest.raises(ValueError, match=r"tokens has 4 tokens but attn has L = 5"):
         viz.head_view(list("abcd"), want)
     with pytest.raises(ValueError, match=r"S = 3 keys \(cross-attention\); pass key_tokens"):
         viz.model_view(list("abcde"), want[..., :3] / want[..., :3].sum(-1, keepdims=True))
     with pytest.raises(ValueError, match=r"heads=\[2\] but attn has 2 heads"):
         viz.head_view(list("abcde"), want, heads=[2])
+    with pytest.raises(TypeError, match=r"heads must hold ints \(indices\), got 1.5 of type float"):
+        viz.head_view(list("abcde"), want, heads=[0, 1.5])
+    with pytest.raises(TypeError, match=r"layer must hold ints \(indices\), got True of type bool"):
+        viz.head_view(list("abcde"), want, layer=True)
+    picked = viz.head_view(list("abcde"), want, layer=np.int64(1), heads=[np.int64(0)])  # NumPy ints are ints
+    assert picked.shape == want.shape and '"layer":1,"visible":[0]' in picked.html
+    with pytest.raises(ValueError, match=r"layer_names has 1 entries but attn has 2 layers"):
+        viz.head_view(list("abcde"), want, layer_names=["only one"])
+
+
+def test_browser_refuses_an_unknown_mouse_event(b):
+    with pytest.raises(ValueError, match=r"kind 'hover' is not one of 'move', 'click'"):
+        b.mouse("hover", 10, 10)
+
+
+def test_the_figures_import_without_fcntl_and_the_browser_says_why_it_cannot_start():
+    """On a system without fcntl (Windows) the gallery still imports; only starting a Browser fails."""
+    code = ("import sys; sys.modules['fcntl'] = None; import tinyattn.figures, tinyattn.gallery\n"
+            "from tinyattn import browser\n"
+            "try:\n    browser.Browser(executable=sys.executable)\n"
+            "except browser.BrowserError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "the DevTools pipe needs a POSIX system (fcntl); this one has none", out.stderr
 
 
 def test_figures_cli_without_chromium_skips_the_screenshot_and_keeps_the_png(tmp_path, monkeypatch, capsys):
@@ -362,6 +395,25 @@ def test_model_view_thumbnails_and_a_click_opens_that_head(b, cases):
     assert b.errors == []
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_view_fits_the_height_of_its_jupyter_iframe(b, cases, name):
+    """``AttentionView.height`` (the iframe's) holds the whole view as drawn — for the model view with
+    a head opened under the grid — and the thumbnails have the height the page was told."""
+    case = cases(name)
+    load(b, case)
+    if name == "pretrained_model_view":
+        b.mouse("click", *b.center('.ta-thumb[data-layer="0"][data-head="0"]'))
+        settle(b)
+        L, S = case["weights"].shape[-2:]
+        heights = js(b, 'return [...document.querySelectorAll(".ta-thumb")].map(c => '
+                        'c.getBoundingClientRect().height);')
+        assert set(heights) == {thumb_height_px(L, S) + 2}, "thumbnail + its 1 px border"
+    bottom = js(b, 'const r = document.getElementById("tinyattn-view").getBoundingClientRect(); '
+                   'return r.bottom + scrollY + parseFloat(getComputedStyle(document.body).marginBottom);')
+    assert bottom <= case["height"], f"the view is {bottom:.0f} px tall, its iframe {case['height']} px"
+    assert b.errors == []
+
+
 def png_pixels(png: bytes) -> np.ndarray:
     from matplotlib import image
 
@@ -402,14 +454,17 @@ def test_two_views_inline_in_one_page_as_in_jupyter(b, cases, folder):
     page.write_text(f"<!DOCTYPE html><html><body>{inline}</body></html>", encoding="utf-8")
     b.open(page)
     b.wait_for('document.querySelectorAll("iframe").length === 2')
-    settle(b)
-    time.sleep(0.3)  # the iframes' own first frames
-    pixels = png_pixels(b.screenshot())
     boxes = js(b, 'return [...document.querySelectorAll("iframe")].map(f => { '
                   'const r = f.getBoundingClientRect(); '
                   'return [r.x + scrollX, r.y + scrollY, r.width, r.height].map(Math.round); });')
-    for (x, y, w, h), view in zip(boxes, views):
-        H = view.shape[1]
-        drawn = head_colours_drawn(pixels[y:y + h, x:x + w], H)
-        assert drawn == list(HEAD_COLORS[:H]), f"a view was not drawn: head colours found {drawn}"
+    want = [list(HEAD_COLORS[:view.shape[1]]) for view in views]
+    deadline = time.monotonic() + 10.0  # the sandboxed iframes draw on their own frames: poll, not sleep
+    while True:
+        settle(b)
+        pixels = png_pixels(b.screenshot())
+        drawn = [head_colours_drawn(pixels[y:y + h, x:x + w], len(colours))
+                 for (x, y, w, h), colours in zip(boxes, want)]
+        if drawn == want or time.monotonic() > deadline:
+            break
+    assert drawn == want, f"a view was not drawn within 10 s: head colours found {drawn}"
     assert b.errors == [] and b.requests == [page.resolve().as_uri()]

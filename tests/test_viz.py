@@ -40,6 +40,14 @@ def test_import_tinyattn_does_not_import_matplotlib():
     assert out.stdout.strip() == "False", out.stdout + out.stderr
 
 
+def test_viz_and_its_interactive_views_are_reached_from_import_tinyattn():
+    code = ("import sys, tinyattn as ta, tinyattn.interactive as i; "
+            "print(ta.viz.head_view is i.head_view, ta.viz.model_view is i.model_view, "
+            "'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False"], out.stdout + out.stderr
+
+
 # ----------------------------------------------------------------------------------------------
 # heatmap
 # ----------------------------------------------------------------------------------------------

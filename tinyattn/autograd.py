@@ -65,6 +65,8 @@ def enable_grad():
 
 def manual_seed(seed: int) -> np.random.Generator:
     """Seed tinyattn's global generator (used by randn, rand, initializers and dropout)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"manual_seed: seed must be an int >= 0, got {seed!r}")
     global _RNG
     _RNG = np.random.default_rng(seed)
     return _RNG
@@ -90,8 +92,9 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    if extra < 0:
-        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} to {shape}")
+    if extra < 0 or any(n not in (1, m) for n, m in zip(shape, grad.shape[extra:])):
+        raise ValueError(f"cannot unbroadcast a gradient of shape {grad.shape} to {shape}: "
+                         f"{shape} does not broadcast to {grad.shape}")
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1
     )
@@ -224,7 +227,9 @@ class Tensor:
         data: the result (an ndarray); parents: the input tensors; backward(g) -> one gradient
         (an ndarray shaped like that parent, or None) per parent, given g = dL/d(result). When
         gradients are on and some parent requires grad, the result remembers parents, backward
-        and the op's name; otherwise it is a plain constant. A new op is written like this::
+        and the op's name; otherwise it is a plain constant. ``backward`` must return a tuple (even
+        for one parent) of gradients shaped exactly like their parents; ``Tensor.backward`` checks
+        that and names the op when it is not so. A new op is written like this::
 
             def cube(x):
                 return Tensor.from_op(x.data ** 3, (x,), lambda g: (3 * x.data ** 2 * g,), "cube")
@@ -341,7 +346,7 @@ class Tensor:
                     node.grad += g
             if node._backward is None:
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
+            for parent, pg in zip(node._parents, _checked_gradients(node, node._backward(g))):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
@@ -414,6 +419,8 @@ class Tensor:
             out = self.data ** p
 
             def backward(g):
+                if p == 0:  # d(x⁰)/dx = 0 everywhere, x = 0 included (0 · 0⁻¹ would be NaN)
+                    return (np.zeros_like(g),)
                 return (g * p * self.data ** (p - 1),)
 
             return Tensor.from_op(out, (a,), backward, "pow")
@@ -421,7 +428,10 @@ class Tensor:
         out = self.data ** b.data
 
         def backward_t(g):
-            ga = unbroadcast(g * b.data * a.data ** (b.data - 1), a.shape) if a.requires_grad else None
+            ga = None
+            if a.requires_grad:  # b · a^(b − 1), and 0 where b = 0 (as PyTorch; 0 · 0⁻¹ would be NaN)
+                da = np.where(b.data == 0, 0, b.data * a.data ** np.where(b.data == 0, 1, b.data - 1))
+                ga = unbroadcast(g * da, a.shape)
             gb = None
             if b.requires_grad:
                 log_a = np.log(np.where(a.data > 0, a.data, 1))
@@ -542,20 +552,36 @@ class Tensor:
     def argmax(self, dim=None, keepdim: bool = False):
         if dim is None:
             return Tensor(np.asarray(np.argmax(self.data)))
-        return Tensor(np.argmax(self.data, axis=dim, keepdims=keepdim))
+        return Tensor(np.argmax(self.data, axis=_axes(dim, self.ndim)[0], keepdims=keepdim))
 
     def gather(self, dim: int, index):
         """``out[..., i, ...] = self[..., index[..., i, ...], ...]`` along ``dim``."""
         axis = _axes(dim, self.ndim)[0]
-        idx = _as_array(index).astype(np.intp)
+        idx = _as_array(index)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"gather: index must hold integers, got dtype {idx.dtype}")
+        if idx.ndim != self.ndim:
+            raise ValueError(f"gather: index has shape {idx.shape} but the input has shape {self.shape}; "
+                             f"expected an index with the same number of dimensions ({self.ndim})")
+        n = self.shape[axis]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):  # PyTorch raises for a negative index too
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise IndexError(f"gather: index {bad} is out of bounds for dimension {dim} with size {n} "
+                             f"(expected 0 ... {n - 1})")
+        if any(idx.shape[d] > self.shape[d] for d in range(self.ndim) if d != axis):
+            raise ValueError(f"gather: index has shape {idx.shape}, larger than the input's {self.shape} "
+                             f"outside dimension {dim}; expected at most the input's size there")
+        idx = idx.astype(np.intp)
         shape = self.shape
+        region = tuple(slice(None) if d == axis else slice(0, idx.shape[d]) for d in range(self.ndim))
 
         def backward(g):
             grad = np.zeros(shape, dtype=g.dtype)
-            _scatter_add_along_axis(grad, idx, g, axis)
+            _scatter_add_along_axis(grad[region], idx, g, axis)  # grad[region] is a view of grad
             return (grad,)
 
-        return Tensor.from_op(np.take_along_axis(self.data, idx, axis), (self,), backward, "gather")
+        out = np.take_along_axis(self.data[region], idx, axis)  # as PyTorch, a smaller index reads a corner
+        return Tensor.from_op(out, (self,), backward, "gather")
 
     # -- elementwise functions -------------------------------------------------------------
     def exp(self):
@@ -638,14 +664,20 @@ class Tensor:
         lead = len(shape) - self.ndim
         shape = tuple(self.shape[i - lead] if n == -1 else n for i, n in enumerate(shape))
         src = self.shape
-        return Tensor.from_op(np.broadcast_to(self.data, shape), (self,), lambda g: (unbroadcast(g, src),),
-                              "expand")
+        try:
+            out = np.broadcast_to(self.data, shape)
+        except ValueError:
+            raise ValueError(f"expand: a tensor of shape {src} cannot be expanded to {shape} (only "
+                             f"size-1 dims grow, and new dims go on the left)") from None
+        return Tensor.from_op(out, (self,), lambda g: (unbroadcast(g, src),), "expand")
 
     def contiguous(self):
         return self
 
     def repeat_interleave(self, repeats: int, dim: int):
         axis = _axes(dim, self.ndim)[0]
+        if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 0:
+            raise ValueError(f"repeat_interleave: repeats must be an int >= 0, got {repeats!r}")
         shape = self.shape
 
         def backward(g):
@@ -680,6 +712,33 @@ class Tensor:
         out = np.where(mask, np.asarray(value, dtype=self.dtype), self.data)
         zero = np.zeros((), self.dtype)
         return Tensor.from_op(out, (self,), lambda g: (np.where(mask, zero, g),), "masked_fill")
+
+
+def _checked_gradients(node: Tensor, grads) -> tuple:
+    """What ``node``'s backward returned, checked: one gradient (or None) per parent, each an array
+    of exactly that parent's shape. A mistake here would otherwise be broadcast silently into a
+    wrong gradient (a bare array where a 1-tuple belongs is read as one gradient per row)."""
+    parents, op = node._parents, node._op or "an op"
+    n = len(parents)
+    if not isinstance(grads, (tuple, list)):
+        raise TypeError(
+            f"the backward of {op!r} returned a {type(grads).__name__}, not a tuple: it must return "
+            f"one gradient per input ({n} input{'s' if n != 1 else ''}), e.g. `return (grad,)` for "
+            f"one input, with None for an input that gets no gradient")
+    if len(grads) != n:
+        raise ValueError(f"the backward of {op!r} returned {len(grads)} gradients for its {n} "
+                         f"input{'s' if n != 1 else ''}; expected one per input (None for no gradient)")
+    out = []
+    for i, (parent, pg) in enumerate(zip(parents, grads)):
+        if pg is not None:
+            pg = np.asarray(pg)
+            if pg.shape != parent.shape:
+                raise ValueError(
+                    f"the backward of {op!r} returned a gradient of shape {pg.shape} for input {i}, "
+                    f"which has shape {parent.shape}; the gradient must have exactly the input's "
+                    f"shape (sum over broadcast axes with tinyattn.unbroadcast)")
+        out.append(pg)
+    return tuple(out)
 
 
 def reverse_topological(root: Tensor, grad_only: bool = True):
@@ -771,6 +830,8 @@ def arange(start, end=None, step=1, dtype=None) -> Tensor:
     """Like ``torch.arange``: int64 for integer arguments, float32 otherwise."""
     if end is None:
         start, end = 0, start
+    if step == 0:
+        raise ValueError(f"arange: step must be nonzero, got {step!r}")
     ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     return Tensor(np.arange(start, end, step, dtype=dtype or (np.int64 if ints else DEFAULT_DTYPE)))
 
@@ -778,6 +839,8 @@ def arange(start, end=None, step=1, dtype=None) -> Tensor:
 def cat(tensors, dim: int = 0) -> Tensor:
     """Concatenate along an existing ``dim``."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("cat expects a non-empty list of tensors, got an empty one")
     axis = _axes(dim, tensors[0].ndim)[0]
     sizes = np.cumsum([t.shape[axis] for t in tensors])[:-1]
     try:
@@ -791,6 +854,8 @@ def cat(tensors, dim: int = 0) -> Tensor:
 def stack(tensors, dim: int = 0) -> Tensor:
     """Stack equal-shaped tensors along a new ``dim``."""
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack expects a non-empty list of tensors, got an empty one")
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack needs equal shapes, got {sorted(shapes)}")

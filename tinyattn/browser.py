@@ -20,7 +20,6 @@ host name resolving to nothing, so a page can only load what is on disk.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import pathlib
@@ -75,6 +74,7 @@ class Screenshot:
         self.png = png
 
     def save(self, path) -> None:
+        """Write the PNG to ``path`` (through a temporary file and a rename)."""
         atomic_write(path, lambda f: f.write(self.png))
 
     def _repr_png_(self) -> bytes:
@@ -94,6 +94,10 @@ class Browser:
         if self.executable is None:
             raise BrowserError(f"no Chromium found (looked for {', '.join(CHROMIUM_NAMES)} on PATH and "
                                f"$TINYATTN_CHROMIUM); on Debian: apt-get install chromium")
+        try:
+            import fcntl  # POSIX only: imported here so that the module (and the figures) import anywhere
+        except ImportError:
+            raise BrowserError("the DevTools pipe needs a POSIX system (fcntl); this one has none") from None
         self.timeout = timeout
         self.events: list = []
         self._next_id = 0
@@ -208,6 +212,8 @@ class Browser:
 
     def mouse(self, kind: str, x: float, y: float) -> None:
         """A real mouse event at page coordinates: kind "move" or "click" (press and release)."""
+        if kind not in ("move", "click"):
+            raise ValueError(f"Browser.mouse: kind {kind!r} is not one of 'move', 'click'")
         self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
         if kind == "click":
             for phase in ("mousePressed", "mouseReleased"):
@@ -239,6 +245,7 @@ class Browser:
 
     @property
     def errors(self) -> list:
+        """The page's console errors, uncaught exceptions and error log entries so far, as strings."""
         out = []
         for e in self.events:
             p = e["params"]

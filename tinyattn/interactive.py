@@ -28,7 +28,8 @@ import numpy as np
 from .autograd import Tensor
 from .serialization import atomic_write
 
-__all__ = ["AttentionView", "head_view", "model_view", "stack_attention", "HEAD_COLORS", "DECIMALS"]
+__all__ = ["AttentionView", "head_view", "model_view", "stack_attention", "thumb_height_px", "HEAD_COLORS",
+           "DECIMALS"]
 
 DECIMALS = 4
 
@@ -37,7 +38,12 @@ HEAD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3",
                "#8ca252", "#bd9e39", "#ad494a", "#a55194")
 
-ROW_PX, THUMB_PX = 20, 64  # the layout constants of attention_view.js, for the iframe's height
+ROW_PX, THUMB_WIDTH_PX = 20, 64  # px per token row and per model-view thumbnail (the page reads them)
+
+
+def thumb_height_px(L: int, S: int) -> int:
+    """The height (px) of a model-view thumbnail: 3 px per token row, between 48 and 100."""
+    return min(100, max(48, 3 * max(L, S)))
 
 
 def _weights_array(x, what: str) -> np.ndarray:
@@ -85,6 +91,9 @@ def stack_attention(attn, batch: int | None = None) -> np.ndarray:
         raise ValueError(f"attn has shape {arr.shape}; expected (L, S), (H, L, S), (layers, H, L, S), "
                          f"(layers, N, H, L, S) or a list of per-layer (N, H, L, S) arrays")
     arr = arr.astype(np.float64)
+    if arr.size == 0:
+        raise ValueError(f"attn has shape {arr.shape} (layers, H, L, S) with no weights; expected at least "
+                         f"one layer, one head, one query and one key")
     if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0 + 1e-6:
         raise ValueError(f"attn must hold attention weights in [0, 1], got values in "
                          f"[{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]; pass softmax weights, not scores")
@@ -96,7 +105,7 @@ def _names(names, n: int, default: str, what: str) -> list:
         return [f"{default} {k}" for k in range(n)]
     names = [str(x) for x in names]
     if len(names) != n:
-        raise ValueError(f"{what} has {len(names)} entries but attn has {n}")
+        raise ValueError(f"{what} has {len(names)} entries but attn has {n} {default}s")
     return names
 
 
@@ -180,9 +189,13 @@ def _view(mode, tokens, attn, key_tokens, layer_names, head_names, title, batch,
     if key_tokens is None and L != S:
         raise ValueError(f"attn has L = {L} queries but S = {S} keys (cross-attention); pass key_tokens")
     keys = queries if key_tokens is None else _tokens(key_tokens, S, "key_tokens", "S")
+    visible = list(range(H)) if heads is None else list(heads)
+    for what, k in [("layer", layer)] + [("heads", h) for h in visible]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{what} must hold ints (indices), got {k!r} of type {type(k).__name__}")
+    visible = [int(h) for h in visible]
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer={layer} but attn has {n_layers} layer(s)")
-    visible = list(range(H)) if heads is None else [int(h) for h in heads]
     if any(not 0 <= h < H for h in visible):
         raise ValueError(f"heads={visible} but attn has {H} heads (0 to {H - 1})")
     scale = 10 ** DECIMALS
@@ -191,24 +204,25 @@ def _view(mode, tokens, attn, key_tokens, layer_names, head_names, title, batch,
         "layers": _names(layer_names, n_layers, "layer", "layer_names"),
         "heads": _names(head_names, H, "head", "head_names"),
         "colors": [HEAD_COLORS[h % len(HEAD_COLORS)] for h in range(H)],
-        "scale": scale, "layer": layer, "visible": visible,
+        "scale": scale, "layer": int(layer), "visible": visible,
+        "layout": {"row": ROW_PX, "thumb_width": THUMB_WIDTH_PX, "thumb_height": thumb_height_px(L, S)},
         "weights": np.rint(w * scale).astype(np.int64).reshape(n_layers, H, L * S).tolist(),
     }
-    rows = max(L, S) * ROW_PX + 90  # a head view: controls + token rows
+    height = max(L, S) * ROW_PX + 90  # the iframe in Jupyter: a head view's controls + token rows
     if mode == "model":
-        thumb = min(100, max(48, 3 * max(L, S)))
-        rows += 60 + n_layers * (thumb + 6)  # the grid above the head view
-    return AttentionView(_page(payload), mode, w.shape, rows)
+        height += 60 + n_layers * (thumb_height_px(L, S) + 6)  # the grid above the head view
+    return AttentionView(_page(payload), mode, w.shape, height)
 
 
 def head_view(tokens, attn, key_tokens=None, layer_names=None, head_names=None, title=None,
               batch=None, layer=0, heads=None) -> AttentionView:
     """An interactive view of one layer's heads: lines from each query to each key; see the module.
 
-    tokens: L query tokens; attn: (layers, H, L, S) or any layout ``stack_attention`` takes;
-    key_tokens: S key tokens (cross-attention; default: tokens). layer, heads: what is shown
-    first (default: layer 0, every head). Line (i, j) of head h has opacity P[layer, h, i, j]
-    (at rest rounded to 1/32; exact to 1e-4 for a hovered token's lines).
+    tokens: L query tokens; attn: (layers, H, L, S) or any layout ``stack_attention`` takes (one
+    ``MultiheadAttention``'s (N, H, L, S) weights: pass ``w[n]``, or ``[w]`` with ``batch=n``; a 4-d
+    array is read as layers x heads); key_tokens: S key tokens (cross-attention; default: tokens).
+    layer, heads: what is shown first (default: layer 0, every head). Line (i, j) of head h has
+    opacity P[layer, h, i, j] (at rest rounded to 1/32; exact to 1e-4 for a hovered token's lines).
     """
     return _view("head", tokens, attn, key_tokens, layer_names, head_names, title, batch, layer, heads)
 

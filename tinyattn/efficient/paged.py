@@ -57,10 +57,12 @@ class BlockPool:
 
     @property
     def num_blocks(self) -> int:
+        """The blocks in the pool, free or not."""
         return len(self.keys)
 
     @property
     def num_free(self) -> int:
+        """The blocks no sequence holds."""
         return len(self._free)
 
     @property
@@ -108,6 +110,7 @@ class PagedKVCache:
 
     @property
     def allocated_slots(self) -> int:
+        """Positions this sequence's blocks hold, used or not: b · len(block_table) ≥ P."""
         return len(self.block_table) * self.pool.block_size
 
     @property
@@ -124,10 +127,12 @@ class PagedKVCache:
 
     @property
     def keys(self) -> np.ndarray:
+        """The stored keys (1, H_kv, P, D), gathered from the blocks (a copy)."""
         return self._gather(self.pool.keys)
 
     @property
     def values(self) -> np.ndarray:
+        """The stored values (1, H_kv, P, D), gathered from the blocks (a copy)."""
         return self._gather(self.pool.values)
 
     def append(self, k, v):

@@ -63,14 +63,17 @@ class SinkCache:
 
     @property
     def keys(self) -> np.ndarray:
+        """The kept keys (B, H_kv, K, D) (empty cache: None)."""
         return self._k
 
     @property
     def values(self) -> np.ndarray:
+        """The kept values (B, H_kv, K, D) (empty cache: None)."""
         return self._v
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the kept keys and values: at most 2 · B · H_kv · (num_sinks + window) · D numbers."""
         return 0 if self._k is None else self._k.nbytes + self._v.nbytes
 
     def append(self, k, v):
@@ -79,10 +82,11 @@ class SinkCache:
         if k.ndim != 4 or v.ndim != 4 or k.shape[:3] != v.shape[:3]:
             raise ValueError(f"SinkCache.append: expected key and value (B, H_kv, T, D) with equal "
                              f"B, H_kv, T; got {k.shape} and {v.shape}")
-        if self._k is not None and (k.shape[:2], k.shape[3], v.shape[3]) != (
-                self._k.shape[:2], self._k.shape[3], self._v.shape[3]):
-            raise ValueError(f"SinkCache holds keys {self._k.shape} and values {self._v.shape}; cannot "
-                             f"append keys {k.shape} and values {v.shape}: batch, heads, head_dim must match")
+        if self._k is not None and (k.shape[:2], k.shape[3], v.shape[3], k.dtype, v.dtype) != (
+                self._k.shape[:2], self._k.shape[3], self._v.shape[3], self._k.dtype, self._v.dtype):
+            raise ValueError(f"SinkCache holds keys {self._k.shape} and values {self._v.shape} "
+                             f"({self._k.dtype}); cannot append keys {k.shape} and values {v.shape} "
+                             f"({k.dtype}, {v.dtype}): batch, heads, head_dim and dtype must match")
         kept = len(self)
         T = k.shape[2]
         all_k = k.data if self._k is None else np.concatenate([self._k, k.data], axis=2)  # (B, H_kv, K + T, D)

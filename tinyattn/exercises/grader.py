@@ -13,7 +13,14 @@ expected values and the scores all stay in the grader's own process, and the exe
 the maximum score) are the whole sheet each notebook belongs to, whatever cells it kept. Every
 cell — the student's and each call — has ``timeout`` seconds: a cell that loops forever is
 interrupted and the next one runs. A kernel that dies while one function runs is restarted (the
-student's cells run again) and the other exercises are graded. ``--jobs N`` grades N
+student's cells run again) and the other exercises are graded. A kernel killed by the notebook's
+own code (``os._exit`` at top level, a crash, out of memory) costs the exercise of the cell that
+was running (its "solution" cell, or the exercises it defines) and no other: the kernel is
+restarted and every cell runs again from the top except the cells that killed it (the earlier
+ones define what the later exercises use), then the rest is graded (the cell running when the
+kernel died is the one blamed: a delayed kill, from a timer, costs the cell it interrupts).
+After ``MAX_RESTARTS`` (5) restarts, whatever their cause, the exercises not yet graded are
+reported "error"; each cell still has ``timeout`` seconds on every run. ``--jobs N`` grades N
 submissions at a time. Ctrl-C stops the kernels, writes what was graded and exits with 130.
 The results, one per exercise:
 
@@ -25,7 +32,8 @@ The results, one per exercise:
                     in a row time out, the kernel is stopped and the rest reported "error")
     flagged         0: the function calls tinyattn's own implementation (or torch, SciPy, JAX,
                     TensorFlow) instead of computing the result in NumPy (the calls are named)
-    error           0: the kernel died, or the check could not run
+    error           0: the kernel died (in the function, or in its cell at top level), or the
+                    check could not run
 
 Every exercise is worth ``POINTS`` (1) point. ``--json`` writes, for one submission, the shape
 Gradescope's autograder reads::
@@ -84,6 +92,7 @@ PRINT_LIMIT = 100_000  # characters a function may print while checked before th
 CAUSE_WIDTH = 100
 DEAF_AFTER = 3  # cells in a row that time out before the grader stops the kernel
 MAX_CALLS = 500  # calls of the student's function one check may make (a guard against a loop)
+MAX_RESTARTS = 5  # kernel deaths the grader restarts after, before it reports the rest "error"
 
 _PACKAGE = os.path.realpath(pathlib.Path(checkers.__file__).parents[1]) + os.sep
 _EXERCISES_DIR = os.path.realpath(pathlib.Path(checkers.__file__).parent) + os.sep
@@ -493,6 +502,11 @@ def _tags(cell) -> list:
     return cell.get("metadata", {}).get("tags", [])
 
 
+def _defines(source: str, name: str) -> bool:
+    """True if ``source`` has a line ``def name(``."""
+    return re.search(rf"^\s*def\s+{name}\s*\(", source, re.M) is not None
+
+
 def posed_exercises(nb) -> list:
     """The exercises a notebook poses: every exercise of each sheet (SHEETS) it mentions — in a
     cell tagged "solution", a definition or a check call —, else all of them (then each is
@@ -501,7 +515,7 @@ def posed_exercises(nb) -> list:
     mentioned = {c.metadata["exercise"] for c in nb.cells
                  if "solution" in _tags(c) and c.get("metadata", {}).get("exercise") in EXERCISES}
     mentioned |= {name for name in EXERCISES
-                  if re.search(rf"^\s*def\s+{name}\s*\(|check_{name}\s*\(", source, re.M)}
+                  if _defines(source, name) or re.search(rf"check_{name}\s*\(", source)}
     posed = [name for sheet in SHEETS if mentioned & set(sheet) for name in sheet]
     return posed or list(EXERCISES)
 
@@ -621,8 +635,22 @@ class _Interrupted(Exception):
     """The grading was stopped (Ctrl-C)."""
 
 
+def _killed_by(where: str) -> str:
+    """What the report says of a cell of the notebook's own code that killed the kernel."""
+    return (f"the kernel died while {where} ran (os._exit, a crash, or out of memory); it was restarted "
+            f"and the other cells ran again without that one")
+
+
+def _exercises_of(cell, names: list) -> list:
+    """The exercises a cell answers: its "solution" tag's exercise, else those it defines."""
+    tagged = cell.get("metadata", {}).get("exercise")
+    if "solution" in _tags(cell) and tagged in names:
+        return [tagged]
+    return [name for name in names if _defines(cell.source, name)]
+
+
 def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Event, active: set):
-    """Execute one notebook in a private folder and grade ``names``: (results, notes, errors)."""
+    """Execute one notebook in a private folder and grade ``names``: (results, notes)."""
     import nbclient
     import nbformat
 
@@ -631,12 +659,21 @@ def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Even
     results: dict = {}
     notes: list = []
     errors: list = []
+    killed: dict = {}  # id(cell) -> what the report says, for each cell that killed the kernel at top level
+    deaths = 0
     with tempfile.TemporaryDirectory(prefix="tinyattn-grade-") as tmp:
         env = _private_folder(pathlib.Path(tmp))
         work = pathlib.Path(tmp) / "work"
         nbformat.write(nb, work / "submission.ipynb")  # its private copy
         first_run = True
         while len(results) < len(names) and not stop.is_set():
+            if deaths > MAX_RESTARTS:
+                failure = f"the kernel died {deaths} times (the grader restarts it at most " \
+                          f"{MAX_RESTARTS} times)"
+                notes.append(f"grading stopped: {failure}")
+                for name in names:
+                    results.setdefault(name, Result(name, "error", 0.0, f"not graded: {failure}"))
+                break
             died = False
             client = nbclient.NotebookClient(
                 nbformat.v4.new_notebook(), timeout_func=lambda cell: timeout, kernel_name=kernel_name,
@@ -652,6 +689,25 @@ def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Even
                 client.nb.cells.append(cell)
                 client.execute_cell(cell, len(client.nb.cells) - 1)
                 return cell
+
+            def run_cells():
+                """Every student cell but those that killed the kernel, {id: executed cell}; None
+                (and the cell recorded in ``killed``) if one kills it now."""
+                nonlocal died
+                ran = {}
+                for c in student:
+                    if id(c) in killed:
+                        continue
+                    try:
+                        ran[id(c)] = execute(c)
+                    except nbclient.exceptions.DeadKernelError:
+                        died = True
+                        killed[id(c)] = _killed_by(f"cell {number[id(c)]} ({_first_line(c)})")
+                        notes.append(f"the notebook's own code: {killed[id(c)]}")
+                        for name in _exercises_of(c, names):
+                            results.setdefault(name, Result(name, "error", 0.0, killed[id(c)]))
+                        return None
+                return ran
 
             def ask(arguments, name):
                 nonlocal died
@@ -676,16 +732,18 @@ def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Even
                 with client.setup_kernel(cwd=str(work), env=env):
                     active.add(client)
                     execute(_setup_cell(nbformat))
-                    ran = [execute(c) for c in student]
-                    if first_run:
-                        errors = [_what_happened(f"cell {number[id(c)]} ({_first_line(c)})", e, timeout)
-                                  for c, r in zip(student, ran) for e in _errors(r)][:3]
+                    ran = run_cells()
+                    if ran is not None and first_run:
+                        errors = [error for c in student for error in (
+                            [killed[id(c)]] if id(c) in killed else
+                            [_what_happened(f"cell {number[id(c)]} ({_first_line(c)})", e, timeout)
+                             for e in _errors(ran[id(c)])])][:3]
                         notes += [f"the notebook's own code: {e}" for e in errors if e.endswith(_stopped(timeout))]
-                        printed = sum(_printed(r) for r in ran)
+                        printed = sum(_printed(r) for r in ran.values())
                         if printed > PRINT_LIMIT:
                             notes.append(f"the notebook printed {printed:,} characters (not shown)")
                         first_run = False
-                    for name in names:
+                    for name in names if ran is not None else []:
                         if name in results:
                             continue
                         results[name] = _with_errors(judge(name, functools.partial(_safe_ask, ask, name)), errors)
@@ -693,7 +751,7 @@ def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Even
                             break
             except _Interrupted:
                 break
-            except Exception as e:  # a kernel that died in the student's code, would not start, or is deaf
+            except Exception as e:  # a kernel that would not start, died in the setup cell, or is deaf
                 if stop.is_set():
                     break
                 if not died:
@@ -703,6 +761,7 @@ def _run(nb, names: list, timeout: float, kernel_name: str, stop: threading.Even
                         results.setdefault(name, Result(name, "error", 0.0, f"not graded: {failure}"))
             finally:
                 active.discard(client)
+            deaths += died
     if stop.is_set():
         raise _Interrupted
     return [results[n] for n in names], notes

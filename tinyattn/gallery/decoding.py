@@ -108,8 +108,8 @@ def streaming_loss():
             curve = np.asarray(run["curves"][name])
             t = np.arange(len(curve))
             mean = np.convolve(curve, np.ones(smooth) / smooth, mode="valid")  # (N − smooth + 1,)
-            label = {"window": "sliding window (64 keys)", "full": "full cache",
-                     "sinks": f"window + {data['num_sinks']} sinks (64 keys)"}[name]
+            label = {"window": f"sliding window ({T_train} keys)", "full": "full cache",
+                     "sinks": f"window + {data['num_sinks']} sinks ({T_train} keys)"}[name]
             ax.plot(t[smooth - 1:], mean, color=color, ls=ls, lw=1.5, label=label)
             for (lo, hi), value in zip(data["bands"], run["bands"][name]):
                 ax.hlines(value, lo, hi, color=color, lw=3, alpha=0.35)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class GPT(Module):
             raise ValueError(f"GPT: positions must be 'learned', 'rope' or 'alibi', got {positions!r}")
         for name, n in (("vocab_size", vocab_size), ("block_size", block_size),
                         ("d_model", d_model), ("num_heads", num_heads), ("num_layers", num_layers)):
-            if int(n) != n or n <= 0:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
                 raise ValueError(f"GPT: {name} must be a positive int, got {n!r}")
         dim_feedforward = 4 * d_model if dim_feedforward is None else dim_feedforward
         self.config = dict(vocab_size=vocab_size, block_size=block_size, d_model=d_model,
@@ -146,6 +147,9 @@ class GPT(Module):
         With ``caches`` (one KVCache per block, all holding P positions), idx are the tokens at
         positions P..P+T−1; their keys and values are appended to the caches.
         """
+        if caches is not None and not isinstance(caches, (list, tuple)):
+            raise TypeError(f"GPT: caches must be a list of KVCache (one per block), "
+                            f"got {type(caches).__name__}")
         if caches is not None and (len(caches) != len(self.blocks) or len({len(c) for c in caches}) > 1):
             raise ValueError(f"GPT: caches must be one KVCache per block ({len(self.blocks)}), all of one "
                              f"length; got lengths {[len(c) for c in caches]}")
@@ -229,38 +233,50 @@ class GPT(Module):
                              f"tokens needs {idx.shape[1] + max_new_tokens} positions, but the "
                              f"position table holds block_size = {self.block_size} (crop=True "
                              f"reads only the last block_size tokens)")
-        if not temperature >= 0:
-            raise ValueError(f"generate: temperature must be >= 0 (0 = greedy), got {temperature!r}")
-        if top_k is not None and (int(top_k) != top_k or top_k < 1):
+        if _not_real(temperature) or not temperature >= 0:
+            raise ValueError(f"generate: temperature must be >= 0 (a number, 0 = greedy), "
+                             f"got {temperature!r}")
+        if top_k is not None and (_not_real(top_k) or not math.isfinite(top_k) or int(top_k) != top_k
+                                  or top_k < 1):
             raise ValueError(f"generate: top_k must be an int >= 1 or None, got {top_k!r}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"generate: top_p must be in (0, 1] or None, got {top_p!r}")
+        if top_p is not None and (_not_real(top_p) or not 0 < top_p <= 1):
+            raise ValueError(f"generate: top_p must be in (0, 1] (a number) or None, got {top_p!r}")
+        if seed is not None and (_not_real(seed) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise ValueError(f"generate: seed must be an int >= 0 or None, got {seed!r}")
+        if on_token is not None and not callable(on_token):
+            raise TypeError(f"generate: on_token must be a function of the new tokens (B,), got {on_token!r}")
         rng = get_rng() if seed is None else np.random.default_rng(seed)
         was_training = self.training
         self.eval()
         caches = None
         out, steps = idx, []
-        with no_grad():
-            for t in range(max_new_tokens):
-                context = out[:, -self.block_size:]  # (B, <= block_size): what the model reads
-                if use_cache and (t == 0 or len(caches[0]) == self.block_size):  # (re)fill
-                    caches = [KVCache() for _ in self.blocks]
-                    logits = self(context, caches)  # (B, T, V)
-                elif use_cache:
-                    logits = self(out[:, -1:], caches)  # (B, 1, V)
-                else:
-                    logits = self(context)  # (B, T, V)
-                z = logits.data[:, -1]  # (B, V)
-                steps.append(z)
-                nxt = _sample(z, temperature, top_k, rng, top_p)  # (B,)
-                out = np.concatenate([out, nxt[:, None]], axis=1)  # (B, T + 1)
-                if on_token is not None:
-                    on_token(nxt)
-        self.train(was_training)
+        try:
+            with no_grad():
+                for t in range(max_new_tokens):
+                    context = out[:, -self.block_size:]  # (B, <= block_size): what the model reads
+                    if use_cache and (t == 0 or len(caches[0]) == self.block_size):  # (re)fill
+                        caches = [KVCache() for _ in self.blocks]
+                        logits = self(context, caches)  # (B, T, V)
+                    elif use_cache:
+                        logits = self(out[:, -1:], caches)  # (B, 1, V)
+                    else:
+                        logits = self(context)  # (B, T, V)
+                    z = logits.data[:, -1]  # (B, V)
+                    steps.append(z)
+                    nxt = _sample(z, temperature, top_k, rng, top_p)  # (B,)
+                    out = np.concatenate([out, nxt[:, None]], axis=1)  # (B, T + 1)
+                    if on_token is not None:
+                        on_token(nxt)
+        finally:  # also when on_token raises
+            self.train(was_training)
         if return_logits:
             empty = np.zeros((len(idx), 0, self.vocab_size))
             return out, np.stack(steps, axis=1) if steps else empty
         return out
+
+
+def _not_real(x) -> bool:
+    return isinstance(x, bool) or not isinstance(x, numbers.Real)
 
 
 def _sample(z: np.ndarray, temperature: float, top_k, rng: np.random.Generator, top_p=None) -> np.ndarray:
@@ -277,7 +293,8 @@ def _sample(z: np.ndarray, temperature: float, top_k, rng: np.random.Generator, 
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -int(top_k)]  # (B,): the k-th largest logit
         z = np.where(z < kth[:, None], -np.inf, z)
-    p = np.exp((z - z.max(axis=-1, keepdims=True)) / temperature)  # (B, V)
+    with np.errstate(over="ignore"):  # a tiny temperature sends the others to −inf: their p is 0
+        p = np.exp((z - z.max(axis=-1, keepdims=True)) / temperature)  # (B, V)
     p /= p.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
         order = np.argsort(-p, axis=-1, kind="stable")  # (B, V): most likely first

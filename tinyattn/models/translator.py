@@ -14,7 +14,9 @@ instead of recomputing the whole prefix (``use_cache=False`` recomputes, for che
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -102,8 +104,8 @@ class Translator(nn.Module):
         src (N, S) -> (tokens (N, max_len) without BOS, PAD after EOS; logits (N, T, n_vocab) of the
         T ≤ max_len steps taken: decoding stops when every row has produced EOS).
         """
-        self.eval()
-        with no_grad():
+        max_len = _check_positive_int(max_len, "greedy_decode: max_len", self.max_len)
+        with no_grad(), _evaluating(self):
             stepper = _Stepper(self, src, use_cache)
             N = stepper.batch
             tokens = np.full((N, max_len + 1), self.pad, np.int64)  # (N, 1 + max_len)
@@ -129,10 +131,13 @@ class Translator(nn.Module):
         prefixes are ranked by log p during the search, and a finished hypothesis stays in the
         beam with its score frozen. beam_size=1 is greedy decoding.
         """
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
-        self.eval()
-        with no_grad():
+        beam_size = _check_positive_int(beam_size, "beam_search: beam_size")
+        max_len = _check_positive_int(max_len, "beam_search: max_len", self.max_len)
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real) \
+                or not math.isfinite(length_penalty):
+            raise ValueError(f"beam_search: length_penalty must be a finite number (0 = rank by log p), "
+                             f"got {length_penalty!r}")
+        with no_grad(), _evaluating(self):
             stepper = _Stepper(self, src, use_cache, repeat=beam_size)
             N, n_beam = stepper.batch // beam_size, beam_size
             tokens = np.full((N, n_beam, max_len + 1), self.pad, np.int64)  # (N, n_beam, 1 + max_len)
@@ -160,7 +165,7 @@ class Translator(nn.Module):
                 stepper.reorder((np.arange(N)[:, None] * n_beam + beam).reshape(-1))
                 if done.all():
                     break
-            final = scores / np.maximum(lengths, 1) ** length_penalty  # (N, n_beam)
+            final = scores / np.maximum(lengths, 1.0) ** float(length_penalty)  # (N, n_beam)
             best = np.argmax(final, axis=1)  # (N,)
         return tokens[np.arange(N), best, 1:], final[np.arange(N), best]
 
@@ -172,6 +177,27 @@ class Translator(nn.Module):
         else:
             tokens, _ = self.beam_search(src, beam_size, length_penalty)
         return [data.decode_target(row) for row in tokens]
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module):
+    """Eval mode (no dropout) inside the block; the model's training flag is restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _check_positive_int(n, name: str, at_most: int | None = None) -> int:
+    """n as an int >= 1 (and <= at_most, the positions the model has); else a clear error."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {n!r} of type {type(n).__name__}")
+    if n < 1 or (at_most is not None and n > at_most):
+        bound = "" if at_most is None else f" and at most the model's max_len {at_most}"
+        raise ValueError(f"{name} must be at least 1{bound}, got {n}")
+    return int(n)
 
 
 def _allowed(logits: np.ndarray, model: Translator) -> np.ndarray:

@@ -7,6 +7,7 @@ each against autograd through the primitive ops of ``tinyattn.autograd``.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -20,7 +21,7 @@ __all__ = [
     "linear", "relu", "gelu", "erf", "softmax", "log_softmax", "layer_norm", "dropout",
     "embedding", "cross_entropy", "scaled_dot_product_attention", "attention_by_primitives",
     "softmax_backward", "softmax_inplace", "check_tensor", "check_float", "check_qkv",
-    "check_probability", "check_scale", "apply_rotary_pos_emb",
+    "check_probability", "check_scale", "check_normalized_shape", "apply_rotary_pos_emb",
 ]
 
 
@@ -42,10 +43,47 @@ def check_float(x, name: str, op: str) -> Tensor:
     return t
 
 
+def _is_half(a) -> bool:
+    return isinstance(a, (Tensor, np.ndarray)) and a.dtype == np.float16
+
+
+def _float_dtypes(values) -> set:
+    arrays = (a for a in values if isinstance(a, (Tensor, np.ndarray)))
+    return {np.dtype(a.dtype) for a in arrays if np.issubdtype(a.dtype, np.floating)}
+
+
+def float16_in_float32(op):
+    """Run ``op`` in float32 when its inputs are float16, and return float16 results.
+
+    float16 tops out at 65504, so the intermediates of these ops overflow long before their
+    results do: exp of a score, x² in a variance or an erf rational, x³ in the tanh GELU, a row
+    sum. As PyTorch does (it accumulates half-precision ops in float32), the float16 tensors are
+    cast to float32 on the way in and the results back to float16 on the way out; both casts are
+    differentiable, so the backward runs in float32 too.
+    """
+    @functools.wraps(op)
+    def wrapper(*args, **kwargs):
+        dtypes = _float_dtypes((*args, *kwargs.values()))
+        if np.dtype(np.float16) not in dtypes or np.dtype(np.float64) in dtypes:
+            return op(*args, **kwargs)
+
+        def up(a):
+            return check_tensor(a).to(np.float32) if _is_half(a) else a
+
+        def down(t):
+            return t.to(np.float16) if isinstance(t, Tensor) and t.dtype == np.float32 else t
+
+        out = op(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+        return tuple(down(t) for t in out) if isinstance(out, tuple) else down(out)
+
+    return wrapper
+
+
 # ----------------------------------------------------------------------------------------------
 # linear layers and activations
 # ----------------------------------------------------------------------------------------------
 
+@float16_in_float32
 def linear(input, weight, bias=None) -> Tensor:
     """y = x W^T + b.
 
@@ -61,18 +99,19 @@ def linear(input, weight, bias=None) -> Tensor:
     b = None if bias is None else check_tensor(bias, "bias")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"linear: bias has shape {b.shape}, expected ({w.shape[0]},)")
-    x2 = x.data.reshape(-1, w.shape[1])  # (rows, in): all batch axes as rows
+    x2 = x.data.reshape(math.prod(x.shape[:-1]), w.shape[1])  # (rows, in): all batch axes as rows
     y = x2 @ w.data.T  # (rows, out)
     if b is not None:
         y += b.data
     out_shape = x.shape[:-1] + (w.shape[0],)
 
     def backward(g):
-        g2 = g.reshape(-1, w.shape[0])  # (rows, out)
+        g2 = g.reshape(x2.shape[0], w.shape[0])  # (rows, out)
         gx = (g2 @ w.data).reshape(x.shape) if x.requires_grad else None
         gw = g2.T @ x2 if w.requires_grad else None
-        gb = g2.sum(axis=0) if b is not None and b.requires_grad else None
-        return gx, gw, gb
+        if b is None:
+            return gx, gw
+        return gx, gw, g2.sum(axis=0) if b.requires_grad else None
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor.from_op(y.reshape(out_shape), parents, backward, "linear")
@@ -83,6 +122,7 @@ def relu(input) -> Tensor:
     return check_tensor(input).relu()
 
 
+@float16_in_float32
 def gelu(input, approximate: str = "none") -> Tensor:
     """GELU(x) = x Φ(x), Φ the standard normal CDF.
 
@@ -150,28 +190,35 @@ def softmax_backward(dP: np.ndarray, P: np.ndarray, axis: int = -1, rowsum=None)
     return P * (dP - rowsum)
 
 
+@float16_in_float32
 def softmax(input, dim: int) -> Tensor:
     """softmax(x)_i = exp(x_i) / Σ_j exp(x_j) along ``dim``; backward y ∘ (g − Σ g ∘ y)."""
     x = check_float(input, "input", "softmax")
     axis = _axis(dim, x.ndim)
-    p = softmax_inplace(x.data.copy(), axis)
-    return Tensor.from_op(p, (x,), lambda g: (softmax_backward(g, p, axis),), "softmax")
+    shape = x.shape or (1,)  # a 0-d tensor is one row of one element: softmax 1, as PyTorch
+    p = softmax_inplace(x.data.reshape(shape).copy(), axis)
+    return Tensor.from_op(p.reshape(x.shape), (x,),
+                          lambda g: (softmax_backward(g.reshape(shape), p, axis).reshape(x.shape),), "softmax")
 
 
+@float16_in_float32
 def log_softmax(input, dim: int) -> Tensor:
     """x_i − log Σ_j exp(x_j) along ``dim``; backward g − softmax(x) Σ g."""
     x = check_float(input, "input", "log_softmax")
     axis = _axis(dim, x.ndim)
-    m = np.max(x.data, axis=axis, keepdims=True)
-    shifted = x.data - m
+    d = x.data.reshape(x.shape or (1,))  # a 0-d tensor is one row of one element, as PyTorch
+    m = np.max(d, axis=axis, keepdims=True, initial=-np.inf)  # initial: a row may have no entries
+    shifted = d - m
     out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
     def backward(g):
-        return (g - np.exp(out) * np.sum(g, axis=axis, keepdims=True),)
+        g = g.reshape(out.shape)
+        return ((g - np.exp(out) * np.sum(g, axis=axis, keepdims=True)).reshape(x.shape),)
 
-    return Tensor.from_op(out, (x,), backward, "log_softmax")
+    return Tensor.from_op(out.reshape(x.shape), (x,), backward, "log_softmax")
 
 
+@float16_in_float32
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     """y = (x − mean) / sqrt(var + eps) ∘ weight + bias over the last len(normalized_shape) axes.
 
@@ -179,7 +226,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
     dx = (ĝ − mean(ĝ) − x̂ ∘ mean(ĝ ∘ x̂)) / sqrt(var + eps).
     """
     x = check_float(input, "input", "layer_norm")
-    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    shape = check_normalized_shape(normalized_shape, "layer_norm")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise TypeError(f"layer_norm: eps must be a number >= 0, got {eps!r}")
     if x.shape[x.ndim - len(shape):] != shape:
         raise ValueError(f"layer_norm: input of shape {x.shape} does not end in normalized_shape {shape}")
     w = None if weight is None else check_tensor(weight, "weight")
@@ -188,7 +237,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         if p is not None and p.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {p.shape}, expected {shape}")
     n = int(np.prod(shape))
-    d = x.data.reshape(-1, n)  # (rows, n): one row per normalized vector
+    rows = math.prod(x.shape[:x.ndim - len(shape)])  # not -1 in the reshapes: n may be 0
+    d = x.data.reshape(rows, n)  # (rows, n): one row per normalized vector
     mu = d.mean(axis=1, keepdims=True)  # (rows, 1)
     xhat = d - mu  # (rows, n), normalized in place below
     rstd = 1.0 / np.sqrt(np.einsum("ij,ij->i", xhat, xhat)[:, None] / n + eps)  # (rows, 1)
@@ -202,7 +252,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
         y += b.data.reshape(-1)
 
     def backward(g):
-        g2 = g.reshape(-1, n)  # (rows, n)
+        g2 = g.reshape(rows, n)  # (rows, n)
         gx = None
         if x.requires_grad:
             gx = g2 * w.data.reshape(-1) if w is not None else g2.copy()  # ĝ, then dx in place
@@ -222,6 +272,17 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-
 # ----------------------------------------------------------------------------------------------
 # dropout, embedding, losses
 # ----------------------------------------------------------------------------------------------
+
+def check_normalized_shape(normalized_shape, op: str) -> tuple:
+    """An int or a sequence of ints >= 0 as a shape tuple; else a TypeError/ValueError naming ``op``."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else normalized_shape
+    if not isinstance(shape, (tuple, list)) or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+        raise TypeError(f"{op}: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{op}: normalized_shape {tuple(shape)} has a negative size")
+    return tuple(int(n) for n in shape)
+
 
 def check_probability(p: float, name: str = "dropout probability") -> None:
     """A TypeError unless p is a real number, a ValueError unless 0 ≤ p ≤ 1."""
@@ -258,6 +319,8 @@ def embedding(input, weight, padding_idx=None) -> Tensor:
     w = check_tensor(weight, "weight")
     if not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"embedding indices must be integers, got dtype {idx.dtype}")
+    if w.ndim != 2:
+        raise ValueError(f"embedding: weight has shape {w.shape}; expected (num_embeddings, embedding_dim)")
     n = w.shape[0]
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         bad = idx.min() if idx.min() < 0 else idx.max()
@@ -273,6 +336,7 @@ def embedding(input, weight, padding_idx=None) -> Tensor:
     return Tensor.from_op(w.data[idx], (w,), backward, "embedding")
 
 
+@float16_in_float32
 def cross_entropy(input, target, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy between logits and class indices, as ``torch.nn.functional.cross_entropy``.
@@ -286,6 +350,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_probability(label_smoothing, "cross_entropy: label_smoothing")
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {t.dtype}")
     expected = x.shape[:1] + x.shape[2:] if x.ndim >= 2 else ()
@@ -296,7 +361,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     logits = x.unsqueeze(0) if x.ndim == 1 else x
     if logits.ndim > 2:
         logits = logits.permute(0, *range(2, logits.ndim), 1)  # (N, d1, ..., C)
-    logp = log_softmax(logits.reshape(-1, C), dim=1)  # (M, C)
+    logp = log_softmax(logits.reshape(math.prod(logits.shape[:-1]), C), dim=1)  # (M, C); C may be 0
     flat = t.reshape(-1)
     keep = flat != ignore_index
     bad = flat[keep & ((flat < 0) | (flat >= C))]
@@ -304,6 +369,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
         raise IndexError(f"cross_entropy: target {int(bad[0])} is out of bounds for {C} classes")
     safe = np.where(keep, flat, 0)
     w = np.ones(C, x.dtype) if weight is None else np.asarray(check_tensor(weight, "weight").data, x.dtype)
+    if w.shape != (C,):
+        raise ValueError(f"cross_entropy: weight has shape {w.shape}; expected one weight per class, ({C},)")
     wt = Tensor((w[safe] * keep).astype(x.dtype))  # (M,) weight of each target, 0 if ignored
     picked = logp[np.arange(flat.size), safe]  # (M,)
     loss = -(picked * wt)
@@ -321,6 +388,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
 # scaled dot-product attention
 # ----------------------------------------------------------------------------------------------
 
+@float16_in_float32
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale=None, enable_gqa: bool = False,
                                  *, return_weights: bool = False):
@@ -375,6 +443,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
     return (output, Tensor(P_kept)) if return_weights else output
 
 
+@float16_in_float32
 def attention_by_primitives(query, key, value, attn_mask=None, is_causal: bool = False, scale=None,
                             dropout_p: float = 0.0):
     """The same attention composed from autograd ops (matmul, masked_fill, softmax, dropout).
@@ -480,6 +549,8 @@ def check_scale(scale, E: int) -> float:
 
 def _axis(dim: int, ndim: int) -> int:
     """``dim`` (negative allowed) as an axis of an ndim-dimensional array; IndexError if out of range."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"dim must be an int, got {dim!r} of type {type(dim).__name__}")
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimensions")
     return dim % max(ndim, 1)
@@ -501,6 +572,8 @@ def apply_rotary_pos_emb(input, positions=None, base: float = 10000.0) -> Tensor
     if x.ndim < 2 or x.shape[-1] % 2:
         raise ValueError(f"apply_rotary_pos_emb: input has shape {x.shape}; expected (..., L, D) "
                          f"with an even D")
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base > 0:
+        raise ValueError(f"apply_rotary_pos_emb: base must be a number > 0, got {base!r}")
     L, D = x.shape[-2], x.shape[-1]
     pos = np.arange(L) if positions is None else np.asarray(positions)
     if pos.shape != (L,):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -50,6 +51,9 @@ def calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple:
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0) -> Tensor:
     """U(−a, a) with a = gain·sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
+    if fan_in + fan_out == 0:
+        raise ValueError(f"xavier_uniform_: a tensor of shape {tensor.shape} has fan_in + fan_out = 0; "
+                         f"expected at least one nonzero size")
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -a, a)
 
@@ -59,6 +63,9 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0.0) -> Tensor:
 
     ``Linear`` uses a = √5, which gives b = 1 / sqrt(fan_in).
     """
+    if tensor.data.size == 0:  # e.g. Linear(0, n): nothing to fill (and fan_in may be 0), as PyTorch
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
     fan_in, _ = calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(2.0 / (1 + a * a)) * math.sqrt(3.0 / fan_in)
     return uniform_(tensor, -bound, bound)

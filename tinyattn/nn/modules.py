@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -225,13 +226,14 @@ class Module:
         return head + "\n" + "\n".join(lines) + "\n)"
 
 
-def _check_positive(cls, **sizes) -> None:
-    """A ValueError naming the first size that is not a positive int (or a TypeError)."""
+def _check_positive(cls, minimum: int = 1, **sizes) -> None:
+    """A ValueError naming the first size that is not an int >= minimum (or a TypeError)."""
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-            raise TypeError(f"{cls.__name__}: {name} must be a positive int, got {n!r}")
-        if n <= 0:
-            raise ValueError(f"{cls.__name__}: {name} must be a positive int, got {n}")
+            raise TypeError(f"{cls.__name__}: {name} must be {what}, got {n!r}")
+        if n < minimum:
+            raise ValueError(f"{cls.__name__}: {name} must be {what}, got {n}")
 
 
 def _to_numpy(name: str, value) -> np.ndarray:
@@ -261,6 +263,7 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
         super().__init__()
+        _check_positive(Linear, 0, in_features=in_features, out_features=out_features)  # 0: as PyTorch
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty(out_features, in_features, dtype=dtype)
         self.register_parameter("bias", _empty(out_features, dtype=dtype) if bias else None)
@@ -285,7 +288,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True, dtype=None):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = F.check_normalized_shape(normalized_shape, "LayerNorm")
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         weight = Parameter(np.ones(shape, dtype or DEFAULT_DTYPE)) if elementwise_affine else None
         self.register_parameter("weight", weight)
@@ -304,6 +307,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, dtype=None):
         super().__init__()
+        _check_positive(Embedding, 0, num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
             raise ValueError(f"padding_idx {padding_idx} is out of range for {num_embeddings} embeddings")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -650,6 +654,9 @@ def causal_mask(L: int, S=None) -> np.ndarray:
     Equal to ``torch.nn.Transformer.generate_square_subsequent_mask(L) == -inf`` for S = L.
     """
     S = L if S is None else S
+    for name, n in (("L", L), ("S", S)):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"causal_mask: {name} must be an int >= 0, got {n!r}")
     return np.triu(np.ones((L, S), dtype=bool), k=1)
 
 
@@ -689,8 +696,8 @@ class TransformerEncoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
-        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead,
-                        dim_feedforward=dim_feedforward)
+        _check_positive(TransformerEncoderLayer, d_model=d_model, nhead=nhead)
+        _check_positive(TransformerEncoderLayer, 0, dim_feedforward=dim_feedforward)  # 0: as PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
@@ -768,8 +775,8 @@ class TransformerDecoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True, dtype=None):
         super().__init__()
-        _check_positive(TransformerDecoderLayer, d_model=d_model, nhead=nhead,
-                        dim_feedforward=dim_feedforward)
+        _check_positive(TransformerDecoderLayer, d_model=d_model, nhead=nhead)
+        _check_positive(TransformerDecoderLayer, 0, dim_feedforward=dim_feedforward)  # 0: as PyTorch
         activation = _activation(activation)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
@@ -952,6 +959,8 @@ class PositionalEncoding(Module):
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0,
                  batch_first: bool = True):
         super().__init__()
+        _check_positive(PositionalEncoding, d_model=d_model)
+        _check_positive(PositionalEncoding, 0, max_len=max_len)
         self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
         self.dropout = Dropout(dropout)
         self.pe = sinusoidal_table(max_len, d_model, np.float64)  # (max_len, d_model)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, fields
@@ -245,6 +246,8 @@ class BertModel(nn.Module):
         """
         if self.tokenizer is None:
             raise ValueError("encode needs a tokenizer: set model.tokenizer (load() does)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"encode: batch_size must be an int >= 1, got {batch_size!r}")
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
         out = np.zeros((len(sentences), self.config.hidden_size), self.embeddings.LayerNorm.weight.dtype)

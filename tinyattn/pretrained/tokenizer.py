@@ -1,12 +1,15 @@
 """BERT's tokenizer: basic tokenization, then WordPiece sub-words, from a ``vocab.txt``.
 
-It reproduces Hugging Face's ``BertTokenizer`` (checked id for id on a list of tricky strings
-by the tests). Text goes through two stages:
+It reproduces Hugging Face's BERT tokenizer as ``AutoTokenizer`` loads it (the fast, Rust
+``BertTokenizerFast``, which sentence-transformers uses; the Python ``BertTokenizer`` of
+transformers gives the same ids on every code point): the tests check it id for id on every
+code point alone and inside a word, and on random mixed-script strings. Text goes through two stages:
 
-1. basic tokenization: drop control characters and U+FFFD, turn every whitespace into a
-   space, put spaces around CJK ideographs, split on whitespace; for an uncased model lower-case
-   each word and strip its accents (NFD, then drop the combining marks); split every
-   punctuation character off as its own token.
+1. basic tokenization (``normalize``, then splitting): drop control characters and U+FFFD, turn
+   every space character into a space, put spaces around CJK ideographs; for an uncased model
+   strip accents (NFD, then drop the non-spacing marks) and lower-case character by character;
+   split on spaces and split every punctuation character off as its own token. Which characters
+   are which comes from Hugging Face's own (older) Unicode tables, in ``bert_unicode.json``.
 2. WordPiece: each word becomes the longest vocabulary entry that starts it, then the longest
    ``##``-continuation of the rest, and so on; a word with no such split, or longer than 100
    characters, becomes ``[UNK]``.
@@ -17,59 +20,94 @@ attention mask (1 = a real token, 0 = padding).
 
 from __future__ import annotations
 
+import bisect
 import functools
+import importlib.resources
+import json
 import os
 import re
 import unicodedata
 
 import numpy as np
 
-__all__ = ["BertTokenizer", "basic_tokenize", "wordpiece", "load_vocab"]
+__all__ = ["BertTokenizer", "basic_tokenize", "normalize", "wordpiece", "load_vocab", "char_class"]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPECIAL_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
-# CJK Unified Ideographs and their extensions and compatibility blocks (not kana or hangul)
-CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-              (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 # decode's clean-up: these punctuation tokens join the word before them. (Hugging Face's
 # WordPiece decoder applies its contraction rules, " n't" and the like, to one token at a time,
 # where they can never match, so only these four act.)
 CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","))
-# The four character tests below run once per character of every text; their answers are
-# remembered (for up to 65,536 distinct characters): 8.9 -> 5.7 ms for 64 sentences of ~32 tokens.
+# Which characters are controls, spaces, CJK ideographs, non-spacing marks or punctuation, as Hugging
+# Face's tokenizer sees them: its Unicode tables are older than Python's unicodedata (a code point
+# assigned since is an ordinary letter to it, so it becomes [UNK]; U+166D is punctuation to it, U+1734
+# a non-spacing mark), so the classes are ranges measured from its components
+# (tests/fixtures/make_bert_unicode_tables.py), not unicodedata categories.
+UNICODE_TABLES = importlib.resources.files("tinyattn") / "measurements" / "bert_unicode.json"
+CLASSES = ("removed", "space", "cjk", "mark", "punctuation")
+# Each character's class is looked up once and remembered (for up to 65,536 distinct characters).
 remember = functools.lru_cache(maxsize=1 << 16)
 
 
+@functools.lru_cache(maxsize=None)
+def unicode_tables() -> dict:
+    """"bounds" and "classes": code points bounds[i] .. bounds[i + 1] − 1 have class classes[i]
+    ("" for an ordinary character); "lowercase": the characters whose lower case Hugging Face
+    writes differently from Python's str.lower."""
+    raw = json.loads(UNICODE_TABLES.read_text(encoding="utf-8"))
+    edges = sorted((first, last + 1, name) for name in CLASSES for first, last in raw[name])
+    bounds, classes = [0], [""]
+    for first, end, name in edges:  # the classes do not overlap: each range is one class
+        if first < bounds[-1]:
+            raise ValueError(f"{UNICODE_TABLES}: the {name} range at U+{first:04X} overlaps another")
+        bounds += [first, end]
+        classes += [name, ""]
+    return {"bounds": bounds, "classes": classes,
+            "lowercase": {chr(int(c)): low for c, low in raw["lowercase"].items()}}
+
+
 @remember
+def char_class(ch: str) -> str:
+    """One of "removed", "space", "cjk", "mark", "punctuation", or "" for any other character.
+
+    A lone surrogate (U+D800..U+DFFF, which no UTF-8 text holds) is "removed".
+    """
+    cp = ord(ch)
+    if 0xD800 <= cp < 0xE000:
+        return "removed"
+    tables = unicode_tables()
+    return tables["classes"][bisect.bisect_right(tables["bounds"], cp) - 1]
+
+
 def is_whitespace(ch: str) -> bool:
-    """Space, tab, newline, carriage return, or any Unicode space separator (category Zs)."""
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+    """A character that cleaning turns into a space (space, tab, newline, the Unicode spaces)."""
+    return char_class(ch) == "space"
 
 
-@remember
 def is_control(ch: str) -> bool:
-    """A control/format/unassigned character (category C*), except tab, newline and return."""
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+    """A character that cleaning drops (controls, formats, private use, U+0000, U+FFFD)."""
+    return char_class(ch) == "removed"
 
 
-@remember
 def is_punctuation(ch: str) -> bool:
-    """Every non-alphanumeric printable ASCII character (so ``$``, ``^``, ``+`` too), or category P*."""
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
+    """Every non-alphanumeric printable ASCII character (so ``$``, ``^``, ``+`` too), or punctuation."""
+    return char_class(ch) == "punctuation"
+
+
+def is_cjk(ch: str) -> bool:
+    """A CJK ideograph (not kana or hangul): it becomes a word of its own."""
+    return char_class(ch) == "cjk"
 
 
 @remember
-def is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return cp >= 0x3400 and any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+def lower(ch: str) -> str:
+    """One character's lower case, without context (so "Σ" is always "σ", never the final "ς")."""
+    return unicode_tables()["lowercase"].get(ch, ch.lower())
 
 
-def strip_accents(word: str) -> str:
-    """Decompose (NFD) and drop the combining marks (category Mn): "café" -> "cafe"."""
-    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
+def strip_accents(text: str) -> str:
+    """Decompose (NFD) and drop the non-spacing marks: "café" -> "cafe"."""
+    return "".join(c for c in unicodedata.normalize("NFD", text) if char_class(c) != "mark")
 
 
 def split_punctuation(word: str) -> list:
@@ -84,30 +122,33 @@ def split_punctuation(word: str) -> list:
     return pieces + [current] if current else pieces
 
 
+def normalize(text: str, lowercase: bool = True, accents: bool | None = None,
+              chinese_chars: bool = True) -> str:
+    """Stage 1a, as Hugging Face's BertNormalizer: clean, space out CJK, strip accents, lower-case.
+
+    Drop controls (and U+0000, U+FFFD), turn every space character into " ", put spaces around
+    CJK ideographs; then NFD and drop the non-spacing marks; then lower-case character by
+    character. ``accents=None`` strips them exactly when ``lowercase`` is on (BERT's default).
+    """
+    pieces = []
+    for ch in text:
+        kind = char_class(ch)
+        if kind == "removed":
+            continue
+        pieces.append(" " if kind == "space" else f" {ch} " if kind == "cjk" and chinese_chars else ch)
+    text = "".join(pieces)
+    if lowercase if accents is None else accents:
+        text = strip_accents(text)
+    if lowercase:
+        text = "".join(lower(ch) for ch in text)
+    return text
+
+
 def basic_tokenize(text: str, lowercase: bool = True, accents: bool | None = None,
                    chinese_chars: bool = True) -> list:
-    """Stage 1: clean, split on whitespace and punctuation; lower-case and strip accents.
-
-    ``accents=None`` strips them exactly when ``lowercase`` is on (BERT's default).
-    """
-    cleaned = []
-    for ch in text:
-        if ch == "\0" or ch == "\ufffd" or is_control(ch):
-            continue
-        if is_whitespace(ch):
-            cleaned.append(" ")
-        elif chinese_chars and is_cjk(ch):
-            cleaned.append(f" {ch} ")
-        else:
-            cleaned.append(ch)
-    text = unicodedata.normalize("NFC", "".join(cleaned))
-    strip = lowercase if accents is None else accents
+    """Stage 1: ``normalize``, then split on spaces and around every punctuation character."""
     tokens = []
-    for word in text.split():
-        if lowercase:
-            word = word.lower()
-        if strip:
-            word = strip_accents(word)
+    for word in normalize(text, lowercase, accents, chinese_chars).split(" "):
         tokens += split_punctuation(word)
     return [t for t in tokens if t]
 

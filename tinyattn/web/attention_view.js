@@ -2,18 +2,18 @@
 //
 // The page holds one div#tinyattn-view and the data as JSON in the script element #tinyattn-data:
 //   mode "head" | "model"; queries (L tokens), keys (S tokens); layers, heads (names); colors (one
-//   per head); scale; weights[layer][head] = the (L, S) matrix, row-major, as integers: P = w / scale.
+//   per head); scale; layout (row, thumb_width, thumb_height: px, set in Python, which sizes the
+//   iframe with them); weights[layer][head] = the (L, S) matrix, row-major, as integers: P = w / scale.
 // Head view: one line from query i (left) to key j (right) per visible head, opacity = P[i, j]: at
 // rest drawn into one canvas per head (a layer switch redraws them, nothing else does); hovering a
-// query shows only its row of lines (a key: its column), as SVG <line>s with stroke-opacity = P. Model view: a layers x heads grid
-// of thumbnails; a click opens that head in a head view below. When drawn, the root gets
-// data-ready="1" and data-ready-ms = milliseconds since navigation started.
+// query shows only its row of lines (a key: its column), as SVG <line>s with stroke-opacity = P.
+// Model view: a layers x heads grid of thumbnails; a click opens that head in a head view below.
+// When drawn, the root gets data-ready="1" and data-ready-ms = milliseconds since navigation started.
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
-  var ROW = 20;  // px per token row
   var GAP = 170;  // px between the query and the key column
-  var THUMB_W = 64;  // px of a model-view thumbnail
+  var ROW, THUMB_W, THUMB_H;  // px per token row, model-view thumbnail size: data.layout (from Python)
   var LEVELS = 32;  // opacity steps of the lines drawn at rest (a hovered token's lines are exact)
 
   function el(tag, cls, parent, text) {
@@ -224,9 +224,8 @@
   function modelView(root, data) {
     var P = weightsOf(data);
     var H = data.heads.length;
-    var thumbHeight = Math.min(100, Math.max(48, 3 * Math.max(data.queries.length, data.keys.length)));
-    var pad = 4, thumbGeometry = { x0: pad, x1: THUMB_W - pad, y0: pad, yq: (thumbHeight - 2 * pad) / data.queries.length,
-                                   yk: (thumbHeight - 2 * pad) / data.keys.length, lineWidth: 1 };
+    var pad = 4, thumbGeometry = { x0: pad, x1: THUMB_W - pad, y0: pad, yq: (THUMB_H - 2 * pad) / data.queries.length,
+                                   yk: (THUMB_H - 2 * pad) / data.keys.length, lineWidth: 1 };
     el("div", "ta-hint", root, "click a head to open it");
     var both = el("div", "ta-model", root);
     var grid = el("div", "ta-grid", both);
@@ -244,7 +243,7 @@
         c.dataset.layer = String(l);
         c.dataset.head = String(h);
         c.title = name + ", " + data.heads[h] + " (click to open)";
-        drawLines(c, data, P, l, h, THUMB_W, thumbHeight, thumbGeometry);
+        drawLines(c, data, P, l, h, THUMB_W, THUMB_H, thumbGeometry);
         c.addEventListener("click", open.bind(null, l, h));
         thumbs.push(c);
       }
@@ -273,6 +272,9 @@
   // ---------------------------------------------------------------------------------------------
   var root = document.getElementById("tinyattn-view");
   var data = JSON.parse(document.getElementById("tinyattn-data").textContent);
+  ROW = data.layout.row;
+  THUMB_W = data.layout.thumb_width;
+  THUMB_H = data.layout.thumb_height;
   if (data.title) el("div", "ta-title", root, data.title);
   if (data.mode === "model") {
     modelView(root, data);
