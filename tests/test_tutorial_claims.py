@@ -773,3 +773,38 @@ def test_source_lines_shows_a_training_step_from_marker_to_marker():
     assert "loss.backward()" in step and "opt.step()" in step and "log(" not in step
     with pytest.raises(ValueError, match="no line of train contains 'nowhere'"):
         examples.source_lines(tr.train, "nowhere", "hits.append")
+
+
+# -- notebook 11: the efficient-attention zoo ---------------------------------------------------
+
+def test_notebook11_performer_kernel_is_unbiased_and_its_spread_falls_as_one_over_sqrt_features():
+    """φ(x)·φ(y) against the closed form e^{x·y}: the mean of 100 draws within 4 standard errors,
+    one draw's spread with a log-log slope near −1/2 (x, y of length about 0.7, D = 8)."""
+    from tinyattn import arena
+    from tinyattn import efficient as eff
+
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((2, 16, 8)) * 0.25
+    exact = np.exp((x * y).sum(-1))  # (16,)
+    sizes, spread = (16, 64, 256, 1024), []
+    for n_phi in sizes:
+        draws = (eff.orthogonal_random_features(n_phi, 8, 1000 + s) for s in range(100))
+        est = np.array([(eff.favor_features(x, w).data * eff.favor_features(y, w).data).sum(-1)
+                        for w in draws]) / exact  # (100, 16): estimate / exact
+        assert (np.abs(est.mean(0) - 1) / (est.std(0) / 10)).max() < 4, n_phi
+        spread.append(est.std(0).mean())
+    assert -0.6 < arena.loglog_slope(sizes, spread) < -0.4
+
+
+def test_notebook11_lsh_recall_of_the_best_keys_rises_with_hash_rounds():
+    """The share of each query's 4 best other keys (brute force over q·q̂) inside ``lsh_mask``."""
+    from tinyattn import efficient as eff
+
+    q = np.random.default_rng(12).standard_normal((1, 2, 64, 16))
+    keys = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    scores = q @ np.swapaxes(keys, -1, -2)  # (1, 2, 64, 64)
+    scores[..., np.arange(64), np.arange(64)] = -np.inf  # a query always sees itself
+    top = np.argsort(-scores, axis=-1)[..., :4]
+    recall = [np.take_along_axis(eff.lsh_mask(q, 8, rounds, 16), top, axis=-1).mean()
+              for rounds in (1, 2, 4, 8)]
+    assert all(a < b for a, b in zip(recall, recall[1:])) and recall[0] < 0.4 and recall[-1] > 0.8, recall

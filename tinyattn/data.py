@@ -788,3 +788,45 @@ def markov_stream(n: int, length: int, rng: np.random.Generator, table: np.ndarr
         nxt = (cdf[seqs[:, t - 2], seqs[:, t - 1]] < u).sum(axis=-1)  # (n,)
         seqs[:, t] = np.minimum(nxt, V - 1)
     return seqs
+
+
+# ----------------------------------------------------------------------------------------------
+# MQAR: multi-query associative recall (Arora et al. 2023, "Zoology"), for the attention arena
+# ----------------------------------------------------------------------------------------------
+#
+#     k_1 v_1 k_2 v_2 ... k_P v_P  q_1 q_2 ... q_P       targets at q_i: the value paired with q_i
+#
+# P key-value pairs (distinct keys from 0..MQAR_KEYS−1, values from MQAR_KEYS..MQAR_VOCAB_SIZE−1,
+# drawn independently), then every key once more as a query, in a random order. The model must
+# answer each query with the value that followed that key: recall by content, P associations at
+# once. Unlike Zoology's next-token layout (where the answer follows each query in the input),
+# the answers are never in the input, so the same sequences serve a causal decoder and a
+# bidirectional encoder alike (every query comes after all the pairs).
+
+MQAR_KEYS = 64
+MQAR_VOCAB_SIZE = 2 * MQAR_KEYS  # keys 0..63, values 64..127
+MQAR_IGNORE = -100  # the target at positions that are not queries (cross_entropy's ignore_index)
+
+__all__ += ["MQAR_KEYS", "MQAR_VOCAB_SIZE", "MQAR_IGNORE", "mqar_sequences"]
+
+
+def mqar_sequences(n: int, num_pairs: int, rng: np.random.Generator):
+    """``n`` MQAR sequences of ``num_pairs`` pairs: (tokens (n, 3P), targets (n, 3P)) int64.
+
+    tokens[:, 0:2P:2] are the keys k_i, tokens[:, 1:2P:2] their values v_i, tokens[:, 2P:] the
+    queries (the P keys in a random order). targets is MQAR_IGNORE except at the queries, where
+    it is the value paired with the query key.
+    """
+    if int(num_pairs) != num_pairs or not 1 <= num_pairs <= MQAR_KEYS:
+        raise ValueError(f"num_pairs must be an int in 1..{MQAR_KEYS} (the keys are distinct), "
+                         f"got {num_pairs!r}")
+    P = int(num_pairs)
+    keys = np.argsort(rng.random((n, MQAR_KEYS)), axis=1)[:, :P]  # (n, P) distinct keys
+    values = MQAR_KEYS + rng.integers(0, MQAR_VOCAB_SIZE - MQAR_KEYS, (n, P))  # (n, P)
+    order = np.argsort(rng.random((n, P)), axis=1)  # (n, P): which pair each query asks for
+    tokens = np.empty((n, 3 * P), np.int64)
+    tokens[:, 0:2 * P:2], tokens[:, 1:2 * P:2] = keys, values
+    tokens[:, 2 * P:] = np.take_along_axis(keys, order, axis=1)  # (n, P) queries
+    targets = np.full((n, 3 * P), MQAR_IGNORE, np.int64)
+    targets[:, 2 * P:] = np.take_along_axis(values, order, axis=1)  # (n, P) answers
+    return tokens, targets

@@ -15,6 +15,7 @@ from . import decoding  # noqa: F401
 from . import gpt  # noqa: F401
 from . import translation  # noqa: F401
 from . import pretrained  # noqa: F401
+from . import arena  # noqa: F401
 from .registry import FIGURES, FigureSkipped, figure, make
 
 __all__ = ["FIGURES", "FigureSkipped", "figure", "make"]
