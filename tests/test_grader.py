@@ -176,7 +176,7 @@ def test_a_cell_stopped_by_the_time_limit_is_reported_as_such_not_as_the_student
     backward = tests["softmax_backward"]
     assert backward["score"] == 0.0 and backward["output"].startswith("missing: "), backward
     assert f"(while True:) {stopped}" in backward["output"], backward
-    assert f"the notebook's own code: cell " in sub["output"] and f"(while True:) {stopped}" in sub["output"]
+    assert "the notebook's own code: cell " in sub["output"] and f"(while True:) {stopped}" in sub["output"]
     block = out.split("frank_loops_at_top_level.ipynb: 2 / 3")[1].split("\n\n")[0]
     assert stopped in block, block
     assert "KeyboardInterrupt" not in out.split("frank_loops_at_top_level.ipynb")[1].split("\n\n")[0]

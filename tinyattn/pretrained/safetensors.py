@@ -79,7 +79,7 @@ def _entry(path: str, name, info, buffer_len: int):
 
 def _check_tiling(path: str, entries: list, buffer_len: int) -> None:
     """Sorted by offsets, the tensors must fill the data buffer back to back (as the reference requires)."""
-    end, prev = 0, None
+    end, prev, prev_begin = 0, None, 0
     for name, _, _, begin, stop in entries:
         if begin < end:
             raise ValueError(f"{path}: tensors {prev!r} [{prev_begin}, {end}] and {name!r} "
